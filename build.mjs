@@ -1,0 +1,83 @@
+// Type-checks, then bundles every functions/<name>/index.ts into
+// dist/<name>/index.mjs: one file with every dependency inside, so a bundle
+// runs with nothing but `node`. Each bundle gets dist/<name>/manifest.json
+// with its content hash, so a deploy can skip functions that did not change.
+//   npm run build               all functions
+//   npm run build -- log-clean  one (or several) by name
+//   npm run build -- --no-check skip the type-check (used by scripts that just built)
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import * as esbuild from 'esbuild';
+
+const root = path.dirname(new URL(import.meta.url).pathname);
+const args = process.argv.slice(2);
+const check = !args.includes('--no-check');
+const all = readdirSync(path.join(root, 'functions'), { withFileTypes: true })
+  .filter((d) => d.isDirectory() && existsSync(path.join(root, 'functions', d.name, 'index.ts')))
+  .map((d) => d.name)
+  .sort();
+const wanted = args.filter((a) => !a.startsWith('--'));
+for (const name of wanted) {
+  if (!all.includes(name)) {
+    console.error(`build: no function '${name}' (have: ${all.join(', ')})`);
+    process.exit(2);
+  }
+}
+const names = wanted.length ? wanted : all;
+
+if (check) {
+  try {
+    execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+  } catch {
+    console.error('build: type-check failed');
+    process.exit(1);
+  }
+}
+
+// infra/migrations.ts reads the .sql files from disk; in a bundle the files are
+// inlined instead, so the bundle carries its schema.
+const inlineMigrations = {
+  name: 'inline-migrations',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]infra[\\/]migrations\.ts$/ }, () => {
+      const dir = path.join(root, 'infra/migrations');
+      const migrations = readdirSync(dir)
+        .filter((f) => /^\d{3}_[\w-]+\.sql$/.test(f))
+        .sort()
+        .map((file) => ({ version: Number(file.slice(0, 3)), name: file.slice(4, -4), sql: readFileSync(path.join(dir, file), 'utf8') }));
+      return { contents: `export function loadMigrations() { return ${JSON.stringify(migrations)}; }`, loader: 'js', watchFiles: [dir] };
+    });
+  },
+};
+
+const rows = [];
+for (const name of names) {
+  const outdir = path.join(root, 'dist', name);
+  mkdirSync(outdir, { recursive: true });
+  const result = await esbuild.build({
+    entryPoints: [path.join(root, 'functions', name, 'index.ts')],
+    outfile: path.join(outdir, 'index.mjs'),
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    sourcemap: true,
+    minify: true,
+    keepNames: true,
+    legalComments: 'linked',
+    logLevel: 'warning',
+    plugins: [inlineMigrations],
+    // CommonJS dependencies call require() for Node's built-ins; give the ESM bundle one.
+    banner: { js: "import { createRequire as __sluiceCreateRequire } from 'node:module'; const require = __sluiceCreateRequire(import.meta.url);" },
+    metafile: true,
+  });
+  if (result.warnings.length) process.exitCode = 1;
+  const code = readFileSync(path.join(outdir, 'index.mjs'));
+  const manifest = { function: name, entry: 'index.mjs', size: code.length, hash: `sha256:${createHash('sha256').update(code).digest('hex')}` };
+  writeFileSync(path.join(outdir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  rows.push([name, `${(code.length / 1024).toFixed(1)} KiB`, manifest.hash.slice(7, 19)]);
+}
+const width = Math.max(...rows.map((r) => r[0].length));
+for (const [name, size, hash] of rows) console.log(`  ${`dist/${name}/index.mjs`.padEnd(width + 15)} ${size.padStart(10)}  ${hash}`);

@@ -1,0 +1,4 @@
+import { consumerConfigShape } from '../../shared/config.ts';
+
+export const configShape = { ...consumerConfigShape };
+export const QUEUE = 'logs.clean';

@@ -1,0 +1,83 @@
+// EV runs: plan the sessions, record the injected faults (the truth the
+// analytics is scored against; it never travels in the messages), then stream
+// readings and clock ticks, paced to `speed` simulated seconds per real second.
+import { z } from 'zod';
+import type { Pool } from '../../shared/db/pool.ts';
+import { CLOCK_ROUTING_KEY, EV_EXCHANGE, readingRoutingKey } from '../../shared/contracts/ev.ts';
+import { encodeJson } from '../../shared/contracts/json.ts';
+import type { Catalog } from '../../shared/ev/catalog.ts';
+import { planRun, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
+import type { Runner } from './runner.ts';
+import type { Run, RunStore } from './runs.ts';
+
+export const EvRunRequestSchema = z.strictObject({
+  kind: z.literal('ev'),
+  sessions: z.number().int().min(1).max(100_000),
+  seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
+  /** Simulated seconds per real second: 3600 plays a one-hour session in one second. */
+  speed: z.number().positive().max(1e9).default(3600),
+  sampleIntervalS: z.number().int().min(1).max(3600).default(30),
+  faultRate: z.number().min(0).max(1).default(0),
+  /** Simulated start time; the real time of the request by default. */
+  startTime: z.iso.datetime({ offset: true }).optional(),
+});
+export type EvRunRequest = z.infer<typeof EvRunRequestSchema>;
+
+export interface EvRuns {
+  start(request: EvRunRequest): Promise<Run>;
+}
+
+export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool; catalog: Catalog; now?: () => number; sleep?: (ms: number) => Promise<void> }): EvRuns {
+  const now = deps.now ?? (() => performance.now());
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  return {
+    async start(request) {
+      const seed = request.seed ?? Math.floor(Math.random() * 2 ** 32);
+      const params = { ...request, seed };
+      const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params });
+      const opts: SimOptions = {
+        runId: run.id,
+        sessions: request.sessions,
+        seed,
+        sampleIntervalS: request.sampleIntervalS,
+        faultRate: request.faultRate,
+        startTime: request.startTime ? new Date(request.startTime) : new Date(),
+        catalog: deps.catalog,
+      };
+      const plans = planRun(opts);
+      const truth = plans.filter((p) => p.fault !== null).map((p) => [run.id, p.sessionId, p.fault]);
+      for (let i = 0; i < truth.length; i += 1_000) {
+        await deps.pool.query('INSERT IGNORE INTO ev_sim_truth (run_id, session_id, fault) VALUES ?', [truth.slice(i, i + 1_000)]);
+      }
+      deps.runner.start(run.id, async (out) => {
+        const wallStart = now();
+        let simStart: number | null = null;
+        for (const item of simulateRun(opts, plans)) {
+          const simMs = Date.parse(item.kind === 'reading' ? item.reading.timestamp : item.clock.timestamp);
+          simStart ??= simMs;
+          // Pacing: simulated time runs `speed` times faster than real time.
+          const ahead = (simMs - simStart) / request.speed - (now() - wallStart);
+          if (ahead > 5) await sleep(ahead);
+          if (item.kind === 'reading') {
+            const r = item.reading;
+            await out.publish(EV_EXCHANGE, readingRoutingKey(r.vehicle.make), encodeJson(r), {
+              messageId: r.messageId,
+              contentType: 'application/json',
+              type: 'ev.reading',
+              // The consistent-hash exchange partitions readings on this header.
+              headers: { sessionId: r.sessionId },
+            });
+          } else {
+            const c = item.clock;
+            await out.publish(EV_EXCHANGE, CLOCK_ROUTING_KEY, encodeJson(c), {
+              messageId: `${c.runId}:clock:${c.timestamp}`,
+              contentType: 'application/json',
+              type: 'ev.clock',
+            });
+          }
+        }
+      });
+      return run;
+    },
+  };
+}

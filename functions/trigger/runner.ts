@@ -1,0 +1,109 @@
+// Runs execute in the background of the trigger. The runner records progress
+// (only what the broker confirmed counts as published), the final state, and
+// on shutdown stops every run in flight and records where it stopped.
+import type { Logger } from '../../shared/log.ts';
+import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import type { RunStore } from './runs.ts';
+
+export interface Progress {
+  /** Messages read from the source (lines, readings). */
+  lines: number;
+  /** Messages the broker confirmed. */
+  published: number;
+}
+
+/** Publishes a stream of messages with bounded memory and counts the confirms. */
+export interface RunPublisher {
+  publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions): Promise<void>;
+  readonly progress: Progress;
+  readonly signal: AbortSignal;
+}
+
+export type RunWork = (out: RunPublisher) => Promise<void>;
+
+export interface Runner {
+  /** Run `work` in the background; its run row is finished when it ends. */
+  start(runId: string, work: RunWork): void;
+  /** Run `work` and wait for it (and every confirm) before returning. */
+  runNow(runId: string, work: RunWork): Promise<Progress>;
+  readonly active: number;
+  stop(): Promise<void>;
+}
+
+export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: Logger; progressEveryMs?: number; maxInFlightPerRun?: number }): Runner {
+  const active = new Map<string, { abort: AbortController; done: Promise<Progress> }>();
+  const maxInFlight = deps.maxInFlightPerRun ?? 1_000;
+
+  async function execute(runId: string, work: RunWork, abort: AbortController): Promise<Progress> {
+    const progress: Progress = { lines: 0, published: 0 };
+    let inFlight = 0;
+    let failure: unknown = null;
+    let wake: (() => void) | null = null;
+    const waitUntil = async (cond: () => boolean) => {
+      while (!cond()) await new Promise<void>((r) => (wake = r));
+    };
+    const out: RunPublisher = {
+      progress,
+      signal: abort.signal,
+      async publish(exchange, routingKey, content, options) {
+        if (failure) throw failure;
+        abort.signal.throwIfAborted();
+        // Bounded memory: a 2 GB file never has more than maxInFlight messages in the air.
+        await waitUntil(() => inFlight < maxInFlight || failure !== null);
+        if (failure) throw failure;
+        progress.lines++;
+        inFlight++;
+        deps.publisher
+          .publish(exchange, routingKey, content, options)
+          .then(() => void progress.published++, (err) => void (failure ??= err))
+          .finally(() => {
+            inFlight--;
+            wake?.();
+            wake = null;
+          });
+      },
+    };
+    const timer = setInterval(() => {
+      deps.runs.progress(runId, progress.lines, progress.published).catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'));
+    }, deps.progressEveryMs ?? 1_000);
+    try {
+      let workError: unknown = null;
+      await work(out).catch((err) => (workError = err));
+      await waitUntil(() => inFlight === 0);
+      const error = workError ?? failure;
+      if (error) throw error;
+      await deps.runs.finish(runId, { state: 'done', ...progress });
+      deps.log.info({ runId, ...progress }, 'run done');
+      return progress;
+    } catch (err) {
+      const reason = abort.signal.aborted ? 'stopped: the trigger shut down during the run' : errorMessage(err);
+      deps.log.error({ runId, ...progress, err: reason }, 'run failed');
+      await deps.runs.finish(runId, { state: 'failed', ...progress, error: reason }).catch(() => {});
+      throw err;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  function launch(runId: string, work: RunWork): Promise<Progress> {
+    const abort = new AbortController();
+    const done = execute(runId, work, abort).finally(() => active.delete(runId));
+    active.set(runId, { abort, done });
+    return done;
+  }
+
+  return {
+    start(runId, work) {
+      launch(runId, work).catch(() => {}); // recorded in the run row
+    },
+    runNow: launch,
+    get active() {
+      return active.size;
+    },
+    async stop() {
+      for (const { abort } of active.values()) abort.abort();
+      await Promise.allSettled([...active.values()].map((r) => r.done));
+    },
+  };
+}

@@ -1,0 +1,17 @@
+-- Runs started through the trigger (log replays, log uploads, EV simulations).
+-- `published` counts only messages the broker has confirmed.
+CREATE TABLE IF NOT EXISTS runs (
+  id          CHAR(36)      NOT NULL PRIMARY KEY,
+  kind        VARCHAR(16)   NOT NULL,
+  state       VARCHAR(16)   NOT NULL,
+  source      VARCHAR(128)  NULL,
+  file        VARCHAR(1024) NULL,
+  params      JSON          NULL,
+  `lines`     BIGINT        NOT NULL DEFAULT 0,
+  published   BIGINT        NOT NULL DEFAULT 0,
+  error       TEXT          NULL,
+  created_at  DATETIME(3)   NOT NULL,
+  updated_at  DATETIME(3)   NOT NULL,
+  finished_at DATETIME(3)   NULL,
+  KEY runs_created (created_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

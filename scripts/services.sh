@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Makes sure RabbitMQ and MariaDB are running and the application's database and
+# user exist. Idempotent: a service that already answers is left alone.
+#   scripts/services.sh            start what is installed, say exactly what is missing
+#   scripts/services.sh --install  also install missing services from Debian's packages (needs root)
+# The ports and credentials follow AMQP_URL and MYSQL_URL when they are set.
+set -euo pipefail
+
+install=no
+[ "${1:-}" = "--install" ] && install=yes
+
+amqp_url=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672}
+mysql_url=${MYSQL_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
+# mysql://user:pass@host:port/db
+re='^mysql://([^:]+):([^@]*)@([^:/]+):?([0-9]*)/(.+)$'
+[[ $mysql_url =~ $re ]] || { echo "services: MYSQL_URL must look like mysql://user:pass@host:port/db (got $mysql_url)" >&2; exit 1; }
+db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[2]} db_host=${BASH_REMATCH[3]} db_port=${BASH_REMATCH[4]:-3306} db_name=${BASH_REMATCH[5]}
+re='^amqps?://[^@]*@?([^:/]+):?([0-9]*)'
+[[ $amqp_url =~ $re ]] || { echo "services: cannot read host and port from AMQP_URL ($amqp_url)" >&2; exit 1; }
+mq_host=${BASH_REMATCH[1]} mq_port=${BASH_REMATCH[2]:-5672}
+
+say() { echo "services: $*" >&2; }
+listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+is_local() { [[ $1 == 127.* || $1 == localhost || $1 == ::1 ]]; }
+wait_for() { # name host port seconds
+  for _ in $(seq 1 "$4"); do listening "$2" "$3" && return 0; sleep 1; done
+  say "$1 did not accept connections on $2:$3 within $4 s"; return 1
+}
+
+apt_updated=no
+ensure_package() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$install" = yes ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing $2 from Debian's packages"
+    if [ "$apt_updated" = no ]; then apt-get update -qq >/dev/null; apt_updated=yes; fi
+    # The packages' own init scripts cannot start services in a container; we start them below.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  else
+    say "$2 is not installed: run 'sudo apt-get install -y $2' (or 'bash scripts/services.sh --install' as root)"
+    return 1
+  fi
+}
+
+missing=0
+
+# --- RabbitMQ -----------------------------------------------------------------
+if listening "$mq_host" "$mq_port"; then
+  say "RabbitMQ already answers on $mq_host:$mq_port"
+elif ! is_local "$mq_host"; then
+  say "RabbitMQ at $mq_host:$mq_port does not answer, and it is not a local address I can start"; missing=1
+elif ensure_package rabbitmq-server rabbitmq-server; then
+  say "starting RabbitMQ"
+  # The consistent-hash exchange partitions EV readings by session (see infra/topology.ts).
+  rabbitmq-plugins --offline enable rabbitmq_consistent_hash_exchange rabbitmq_management >/dev/null
+  rabbitmq-server -detached
+  wait_for RabbitMQ "$mq_host" "$mq_port" 90 || missing=1
+else
+  missing=1
+fi
+if [ $missing = 0 ] && is_local "$mq_host" && command -v rabbitmqctl >/dev/null; then
+  # Plugins enabled on a running node take effect at once; a no-op when already on.
+  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || true
+  rabbitmqctl await_startup >/dev/null 2>&1 || true
+fi
+
+# --- MariaDB / MySQL ------------------------------------------------------------
+if listening "$db_host" "$db_port"; then
+  say "MySQL already answers on $db_host:$db_port"
+elif ! is_local "$db_host"; then
+  say "MySQL at $db_host:$db_port does not answer, and it is not a local address I can start"; missing=1
+elif ensure_package mariadbd mariadb-server; then
+  say "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null
+  (setsid mariadbd --user=mysql --port="$db_port" >/var/log/sluice-mariadb.log 2>&1 &)
+  wait_for MariaDB "$db_host" "$db_port" 60 || missing=1
+else
+  missing=1
+fi
+if [ $missing = 0 ] && is_local "$db_host" && command -v mariadb >/dev/null && [ "$(id -u)" = 0 ]; then
+  # Root uses socket authentication; the application gets its own user and database.
+  mariadb -e "CREATE DATABASE IF NOT EXISTS \`$db_name\`;
+    CREATE USER IF NOT EXISTS '$db_user'@'localhost' IDENTIFIED BY '$db_pass';
+    CREATE USER IF NOT EXISTS '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pass';
+    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'localhost';
+    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'127.0.0.1';
+    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'localhost';
+    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'127.0.0.1';" \
+    || { say "could not create database $db_name and user $db_user"; missing=1; }
+fi
+
+if [ $missing != 0 ]; then say "some services are missing (see above)"; exit 1; fi
+say "RabbitMQ $mq_host:$mq_port and MySQL $db_host:$db_port are ready"

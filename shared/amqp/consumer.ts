@@ -1,0 +1,260 @@
+// The consumer runtime of queue functions. It owns everything but the logic:
+// prefetch, batching (up to `batchSize` messages or `batchWaitMs`), decoding and
+// validation through the queue's contract, calling the handler, and settling
+// every message only after the handler's writes are durable:
+//   handler returns          -> ack
+//   handler reports failures -> those go to retry (or DLQ), the rest are acked
+//   handler throws           -> the batch is split and each message retried alone,
+//                               so one bad message cannot hold back its batch
+//   PermanentError / invalid body / too many attempts -> <queue>.dlq with the reason
+// Retries go through <queue>.retry, whose TTL dead-letters them back to the queue.
+import type { Channel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib';
+import type { AmqpClient } from './connection.ts';
+import type { Publisher } from './publisher.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { PermanentError, errorMessage } from '../errors.ts';
+import { deadLetterQueue, retryQueue } from '../../infra/topology.ts';
+
+/** Decodes and validates a message; throws PoisonMessageError naming what is wrong. */
+export interface Contract<T> {
+  name: string;
+  decode(msg: ConsumeMessage): T;
+}
+
+export interface BatchItem<T> {
+  body: T;
+  messageId: string | undefined;
+  routingKey: string;
+  redelivered: boolean;
+  /** 1 on first delivery, counting retries and redeliveries. */
+  attempt: number;
+}
+
+export interface BatchContext {
+  log: Logger;
+  queue: string;
+}
+
+export interface BatchItemFailure {
+  /** Index into the batch the handler received. */
+  index: number;
+  error: unknown;
+}
+
+export type BatchResult = void | { failures: BatchItemFailure[] };
+export type BatchHandler<T> = (items: BatchItem<T>[], ctx: BatchContext) => Promise<BatchResult>;
+
+export interface ConsumerOptions<T> {
+  queue: string;
+  contract: Contract<T>;
+  handler: BatchHandler<T>;
+  publisher: Publisher;
+  log: Logger;
+  metrics?: Metrics;
+  batchSize: number;
+  batchWaitMs: number;
+  maxAttempts: number;
+}
+
+export interface Consumer {
+  readonly consuming: boolean;
+  /** Stop taking messages, finish the batch in flight; unprocessed messages go back to the queue. */
+  stop(): Promise<void>;
+}
+
+interface Delivery {
+  msg: ConsumeMessage;
+  ch: Channel;
+}
+
+type Outcome = { kind: 'ack' } | { kind: 'retry'; reason: string } | { kind: 'dead'; reason: string };
+
+const ATTEMPT_HEADER = 'x-sluice-attempt';
+
+export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T>): Promise<Consumer> {
+  const { queue, log } = opts;
+  let channel: Channel | null = null;
+  let consumerTag: string | null = null;
+  let buffer: Delivery[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  let inFlight: Promise<void> | null = null;
+  let stopping = false;
+
+  await amqp.attach(async (model) => {
+    if (stopping) return;
+    const ch = await model.createChannel();
+    ch.on('error', (err: Error) => log.warn({ err: err.message, queue }, 'consumer channel error'));
+    ch.on('close', () => {
+      if (channel !== ch) return;
+      channel = null;
+      consumerTag = null;
+      // Unacked messages of a closed channel are redelivered by the broker; drop our copies.
+      buffer = buffer.filter((d) => d.ch !== ch);
+      if (!stopping) amqp.reset(`consumer channel of ${queue} closed`);
+    });
+    // Room for the batch being handled and the next one filling up.
+    await ch.prefetch(opts.batchSize * 2);
+    const { consumerTag: tag } = await ch.consume(queue, (msg) => {
+      if (msg === null) return amqp.reset(`broker cancelled the consumer of ${queue}`);
+      buffer.push({ msg, ch });
+      schedule();
+    });
+    channel = ch;
+    consumerTag = tag;
+    log.info({ queue, prefetch: opts.batchSize * 2 }, 'consuming');
+  });
+
+  function schedule(): void {
+    if (inFlight) return; // the running loop picks the buffer up when it finishes
+    if (buffer.length >= opts.batchSize) return void run();
+    timer ??= setTimeout(run, opts.batchWaitMs);
+  }
+
+  function run(): void {
+    if (timer) clearTimeout(timer), (timer = null);
+    if (inFlight || buffer.length === 0) return;
+    inFlight = (async () => {
+      // Messages that arrived while a batch was handled have waited long enough.
+      while (buffer.length > 0 && !stopping) await handleBatch(buffer.splice(0, opts.batchSize));
+    })()
+      .catch((err) => {
+        log.error({ err: errorMessage(err), queue }, 'batch could not be settled; its messages will be redelivered');
+        amqp.reset(`settling a batch of ${queue} failed`);
+      })
+      .finally(() => {
+        inFlight = null;
+        if (!stopping && buffer.length > 0) schedule();
+      });
+  }
+
+  async function handleBatch(batch: Delivery[]): Promise<void> {
+    const outcomes: Outcome[] = new Array(batch.length);
+    const items: BatchItem<T>[] = [];
+    const itemIndex: number[] = []; // items[i] came from batch[itemIndex[i]]
+    batch.forEach(({ msg }, i) => {
+      const attempt = attemptOf(msg);
+      try {
+        const body = opts.contract.decode(msg);
+        items.push({
+          body,
+          attempt,
+          messageId: msg.properties.messageId ? String(msg.properties.messageId) : undefined,
+          routingKey: msg.fields.routingKey,
+          redelivered: msg.fields.redelivered,
+        });
+        itemIndex.push(i);
+      } catch (err) {
+        outcomes[i] = { kind: 'dead', reason: `${opts.contract.name}: ${errorMessage(err)}` };
+      }
+    });
+
+    const started = performance.now();
+    const failures = await runHandler(items);
+    opts.metrics?.batchSeconds.observe({ queue }, (performance.now() - started) / 1000);
+    items.forEach((item, i) => {
+      const err = failures.get(i);
+      const at = itemIndex[i]!;
+      if (err === undefined) outcomes[at] = { kind: 'ack' };
+      else if (err instanceof PermanentError) outcomes[at] = { kind: 'dead', reason: `${err.name}: ${err.message}` };
+      else if (item.attempt >= opts.maxAttempts) outcomes[at] = { kind: 'dead', reason: `gave up after ${item.attempt} attempts: ${errorMessage(err)}` };
+      else outcomes[at] = { kind: 'retry', reason: errorMessage(err) };
+    });
+
+    await Promise.all(
+      batch.map(({ msg }, i) => {
+        const o = outcomes[i]!;
+        if (o.kind === 'retry') return forward(msg, retryQueue(queue), { [ATTEMPT_HEADER]: attemptOf(msg) + 1, 'x-sluice-last-error': o.reason });
+        if (o.kind === 'dead') {
+          log.warn({ queue, messageId: msg.properties.messageId, reason: o.reason }, 'dead-lettering message');
+          return forward(msg, deadLetterQueue(queue), {
+            'x-sluice-reason': o.reason,
+            'x-sluice-queue': queue,
+            'x-sluice-exchange': msg.fields.exchange,
+            'x-sluice-routing-key': msg.fields.routingKey,
+            'x-sluice-attempts': attemptOf(msg),
+            'x-sluice-failed-at': new Date().toISOString(),
+          });
+        }
+        return undefined;
+      }),
+    );
+    for (const o of outcomes) opts.metrics?.messages.inc({ queue, outcome: o.kind === 'dead' ? 'dead_letter' : o.kind });
+
+    // Every message of the batch is now stored, retried or dead-lettered: settle them.
+    // Batches are handled in delivery order, so acking the last tag with allUpTo covers them all.
+    for (const ch of new Set(batch.map((d) => d.ch))) {
+      if (ch !== channel) continue; // a closed channel's messages come back by themselves
+      const last = batch.filter((d) => d.ch === ch).at(-1)!;
+      ch.ack(last.msg, true);
+    }
+  }
+
+  /** Runs the handler; returns the failed items by index. A throwing batch is retried item by item. */
+  async function runHandler(items: BatchItem<T>[]): Promise<Map<number, unknown>> {
+    const failures = new Map<number, unknown>();
+    if (items.length === 0) return failures;
+    const ctx: BatchContext = { log, queue };
+    try {
+      const result = await opts.handler(items, ctx);
+      for (const f of result?.failures ?? []) failures.set(f.index, f.error);
+      return failures;
+    } catch (err) {
+      if (items.length === 1) return failures.set(0, err);
+      log.warn({ queue, err: errorMessage(err), size: items.length }, 'batch failed; handling its messages one by one');
+    }
+    for (let i = 0; i < items.length; i++) {
+      try {
+        const result = await opts.handler([items[i]!], ctx);
+        const f = result?.failures[0];
+        if (f) failures.set(i, f.error);
+      } catch (err) {
+        failures.set(i, err);
+      }
+    }
+    return failures;
+  }
+
+  function forward(msg: ConsumeMessage, target: string, extra: MessagePropertyHeaders): Promise<void> {
+    const p = msg.properties;
+    return opts.publisher.publish('', target, msg.content, {
+      messageId: String(p.messageId ?? `${queue}:${msg.fields.deliveryTag}`),
+      contentType: p.contentType,
+      type: p.type,
+      timestamp: p.timestamp,
+      correlationId: p.correlationId,
+      // The broker's delivery count belongs to the old message; `extra` carries ours.
+      headers: { ...withoutKey(p.headers, 'x-delivery-count'), ...extra },
+    });
+  }
+
+  return {
+    get consuming() {
+      return consumerTag !== null;
+    },
+    async stop() {
+      stopping = true;
+      if (timer) clearTimeout(timer), (timer = null);
+      const ch = channel;
+      if (ch && consumerTag) await ch.cancel(consumerTag).catch(() => {});
+      consumerTag = null;
+      await inFlight;
+      channel = null;
+      // Closing the channel hands unprocessed (unacked) messages back to the queue.
+      await ch?.close().catch(() => {});
+    },
+  };
+}
+
+/** Attempts so far, counting our retries and the broker's redeliveries (quorum queues count them). */
+function attemptOf(msg: ConsumeMessage): number {
+  const h = msg.properties.headers ?? {};
+  const retries = Number(h[ATTEMPT_HEADER] ?? 1);
+  const redeliveries = Number(h['x-delivery-count'] ?? 0);
+  return Math.max(1, retries) + (Number.isFinite(redeliveries) ? redeliveries : 0);
+}
+
+function withoutKey(headers: MessagePropertyHeaders | undefined, key: string): MessagePropertyHeaders {
+  const { [key]: _dropped, ...rest } = headers ?? {};
+  return rest;
+}

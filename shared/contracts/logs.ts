@@ -1,0 +1,42 @@
+// A log line travels as its raw bytes in the body (nothing re-encoded, invalid
+// UTF-8 included); where it came from travels in the headers.
+import { z } from 'zod';
+import type { Contract } from '../amqp/consumer.ts';
+import type { PublishOptions } from '../amqp/publisher.ts';
+import { PoisonMessageError } from '../errors.ts';
+import { describeIssues } from './json.ts';
+
+export const LOGS_EXCHANGE = 'logs';
+export const SourceSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be 1-64 letters, digits, _ or -, starting with a letter or digit');
+export const logRoutingKey = (source: string) => `logs.${source}.access`;
+
+export const LogLineHeadersSchema = z.object({
+  runId: z.uuid(),
+  source: SourceSchema,
+  lineNo: z.number().int().min(1),
+  byteOffset: z.number().int().min(0),
+});
+export type LogLineMeta = z.infer<typeof LogLineHeadersSchema>;
+export interface LogLine extends LogLineMeta {
+  line: Buffer;
+}
+
+export const logLineContract: Contract<LogLine> = {
+  name: 'log-line',
+  decode(msg) {
+    const result = LogLineHeadersSchema.safeParse(msg.properties.headers ?? {});
+    if (!result.success) throw new PoisonMessageError(`invalid log-line headers: ${describeIssues(result.error)}`);
+    return { ...result.data, line: msg.content };
+  },
+};
+
+export function logLineMessage(meta: LogLineMeta): PublishOptions {
+  return {
+    messageId: `${meta.runId}:${meta.lineNo}`,
+    contentType: 'application/octet-stream',
+    type: 'log.line',
+    headers: { ...meta },
+  };
+}

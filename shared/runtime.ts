@@ -1,0 +1,150 @@
+// Composition helpers for the entry files: boot a function (config, logger,
+// metrics, database, broker), expose /healthz and /metrics, and stop gracefully
+// on SIGTERM/SIGINT: stop taking work, finish what is in flight, close in
+// reverse order of setup.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { z } from 'zod';
+import { consumerConfigShape, loadFunctionConfig, type BaseConfig } from './config.ts';
+import { ConfigError, errorMessage } from './errors.ts';
+import { createLogger, type Logger } from './log.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { createPool, waitForDatabase, type Pool } from './db/pool.ts';
+import { migrate } from './db/migrate.ts';
+import { connectAmqp, type AmqpClient } from './amqp/connection.ts';
+import { createPublisher, type Publisher } from './amqp/publisher.ts';
+import { startConsumer, type BatchHandler, type Consumer, type Contract } from './amqp/consumer.ts';
+import { topology } from '../infra/topology.ts';
+
+type ConsumerConfig = z.output<z.ZodObject<typeof consumerConfigShape>>;
+
+export interface Deps<C> {
+  name: string;
+  config: C;
+  log: Logger;
+  metrics: Metrics;
+  pool: Pool;
+  amqp: AmqpClient;
+  publisher: Publisher;
+  /** Register cleanup, run in reverse order on shutdown. */
+  onStop(fn: () => Promise<void> | void): void;
+}
+
+/** Boots the common dependencies, or exits with a clear message (config errors name every variable). */
+export async function boot<S extends z.ZodRawShape>(name: string, shape: S): Promise<Deps<BaseConfig & z.output<z.ZodObject<S>>>> {
+  const bootStarted = performance.now();
+  let config: BaseConfig & z.output<z.ZodObject<S>>;
+  try {
+    config = loadFunctionConfig(shape);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${name}: ${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+  const log = createLogger(name, config.LOG_LEVEL);
+  const stops: (() => Promise<void> | void)[] = [];
+  const onStop = (fn: () => Promise<void> | void) => void stops.push(fn);
+  let stopping = false;
+
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    const force = setTimeout(() => {
+      log.error('graceful stop timed out; exiting');
+      process.exit(1);
+    }, config.SHUTDOWN_TIMEOUT_S * 1000);
+    force.unref();
+    for (const fn of stops.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'error during stop');
+      }
+    }
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.on('unhandledRejection', (err) => log.error({ err: errorMessage(err) }, 'unhandled rejection'));
+
+  try {
+    const metrics = createMetrics(name);
+    const pool = createPool(config.MYSQL_URL);
+    onStop(() => pool.end());
+    await waitForDatabase(pool);
+    await migrate(pool, log);
+    const amqp = await connectAmqp({ url: config.AMQP_URL, name, log, topology });
+    onStop(() => amqp.close());
+    const publisher = await createPublisher(amqp, { log, metrics });
+    onStop(() => publisher.close());
+    log.info({ ms: Math.round(performance.now() - bootStarted) }, 'connected to MySQL and RabbitMQ');
+    return { name, config, log, metrics, pool, amqp, publisher, onStop };
+  } catch (err) {
+    log.fatal({ err: errorMessage(err) }, 'boot failed');
+    process.exit(1);
+  }
+}
+
+/** Serve /healthz (200 when ready, 503 otherwise) and /metrics on HEALTH_PORT. */
+export async function serveHealth(deps: Deps<{ HEALTH_PORT: number }>, ready: () => boolean): Promise<Server> {
+  const server = createServer(async (req, res) => {
+    if (req.url === '/metrics') {
+      res.setHeader('content-type', deps.metrics.registry.contentType);
+      return res.end(await deps.metrics.registry.metrics());
+    }
+    if (req.url === '/healthz' || req.url === '/readyz') {
+      const ok = ready();
+      res.statusCode = ok ? 200 : 503;
+      res.setHeader('content-type', 'application/json');
+      return res.end(JSON.stringify({ ok, amqp: deps.amqp.connected }));
+    }
+    res.statusCode = 404;
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(deps.config.HEALTH_PORT, '0.0.0.0', resolve));
+  deps.onStop(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return server;
+}
+
+export interface QueueFunction<T, C> {
+  /** Queues to consume (several for a partitioned stream), all with the same handler. */
+  queues: string[];
+  contract: Contract<T>;
+  handler: BatchHandler<T>;
+  deps: Deps<C & ConsumerConfig>;
+}
+
+/** Start consuming; the process is ready when every queue has a consumer. */
+export async function runQueueFunction<T, C extends { HEALTH_PORT: number }>(fn: QueueFunction<T, C>): Promise<void> {
+  const { deps } = fn;
+  const { config } = deps;
+  const consumers: Consumer[] = [];
+  // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.
+  deps.onStop(() => deps.publisher.flush());
+  for (const queue of fn.queues) {
+    const consumer = await startConsumer(deps.amqp, {
+      queue,
+      contract: fn.contract,
+      handler: fn.handler,
+      publisher: deps.publisher,
+      log: deps.log,
+      metrics: deps.metrics,
+      batchSize: config.BATCH_SIZE,
+      batchWaitMs: config.BATCH_WAIT_MS,
+      maxAttempts: config.MAX_ATTEMPTS,
+    });
+    consumers.push(consumer);
+  }
+  deps.onStop(() => Promise.all(consumers.map((c) => c.stop())).then(() => undefined));
+  const server = await serveHealth(deps, () => deps.amqp.connected);
+  deps.log.info(
+    { queues: fn.queues, health: (server.address() as AddressInfo).port, uptimeMs: Math.round(process.uptime() * 1000) },
+    'ready',
+  );
+}
+
+export { consumerConfigShape };
