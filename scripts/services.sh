@@ -61,6 +61,11 @@ if [ $missing = 0 ] && is_local "$mq_host" && command -v rabbitmqctl >/dev/null;
   # Plugins enabled on a running node take effect at once; a no-op when already on.
   rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || true
   rabbitmqctl await_startup >/dev/null 2>&1 || true
+  # The integration tests get a virtual host of their own, away from a running `npm start`.
+  if ! rabbitmqctl list_vhosts 2>/dev/null | grep -qx sluice-test; then
+    rabbitmqctl add_vhost sluice-test >/dev/null && rabbitmqctl set_permissions -p sluice-test guest '.*' '.*' '.*' >/dev/null \
+      || say "could not create RabbitMQ vhost sluice-test for the tests"
+  fi
 fi
 
 # --- MariaDB / MySQL ------------------------------------------------------------

@@ -1,7 +1,7 @@
 // The trigger's HTTP API as a Fastify app. No env, no listen: index.ts wires it.
 import { timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import Fastify, { type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
@@ -56,7 +56,11 @@ function publishLines(runId: string, source: string, chunks: AsyncIterable<Buffe
 }
 
 export function createApp(deps: AppDeps) {
-  const app = Fastify({ loggerInstance: deps.log, bodyLimit: deps.bodyLimitBytes, disableRequestLogging: true });
+  const app = Fastify({
+    loggerInstance: deps.log,
+    bodyLimit: deps.bodyLimitBytes,
+    logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' }),
+  });
   const expected = Buffer.from(`Bearer ${deps.token}`);
 
   // Uploaded logs are bytes: keep them as a Buffer, never re-encode them.

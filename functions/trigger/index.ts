@@ -1,4 +1,5 @@
 // trigger: the HTTP API that starts runs (log replays, log uploads, EV simulations).
+import type { AddressInfo } from 'node:net';
 import { boot } from '../../shared/runtime.ts';
 import { loadCatalog } from '../../shared/ev/catalog.ts';
 import { createApp } from './app.ts';
@@ -27,5 +28,6 @@ const app = createApp({
 });
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());
-await app.listen({ port: config.HTTP_PORT, host: config.HTTP_HOST });
-log.info({ port: config.HTTP_PORT, logDir: config.LOG_DIR, uptimeMs: Math.round(process.uptime() * 1000) }, 'ready');
+const address = await app.listen({ port: config.HTTP_PORT, host: config.HTTP_HOST });
+const { port } = app.server.address() as AddressInfo;
+log.info({ address, port, logDir: config.LOG_DIR, uptimeMs: Math.round(process.uptime() * 1000) }, 'ready');

@@ -1,0 +1,88 @@
+// npm start: the whole system on this machine, no containers.
+//   1. RabbitMQ and MariaDB: started when installed but not running (scripts/services.sh);
+//      what is missing is named.
+//   2. The SES emulator (aws-ses-v2-local) when nothing answers on SES_ENDPOINT.
+//   3. npm run build, then every function as its own process from its bundle, logs
+//      prefixed by function; a crashed function is restarted, as a container would be.
+//   4. Ctrl+C (or SIGTERM) stops every function gracefully.
+// Options: --scale <fn>=<n> (repeatable), --only <fn>[,<fn>...]
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import path from 'node:path';
+import { ensureSesEmulator } from './ses-emulator.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+const functions = readdirSync(path.join(root, 'functions')).filter((f) => existsSync(path.join(root, 'functions', f, 'index.ts'))).sort();
+
+function usage(problem: string): never {
+  console.error(`start: ${problem}\nusage: npm start -- [--scale <fn>=<n>]... [--only <fn>[,<fn>...]]\nfunctions: ${functions.join(', ')}`);
+  process.exit(2);
+}
+
+const scale = new Map(functions.map((f) => [f, 1]));
+const args = process.argv.slice(2);
+for (let i = 0; i < args.length; i++) {
+  const arg = args[i]!;
+  const value = arg.includes('=') && arg.startsWith('--') ? arg.slice(arg.indexOf('=') + 1) : args[++i];
+  const flag = arg.split('=')[0];
+  if (flag === '--scale') {
+    const m = /^([\w-]+)=(\d+)$/.exec(value ?? '');
+    if (!m || !scale.has(m[1]!)) usage(`--scale wants <function>=<count>, got '${value ?? ''}'`);
+    scale.set(m[1]!, Number(m[2]));
+  } else if (flag === '--only') {
+    const only = (value ?? '').split(',');
+    for (const f of only) if (!scale.has(f)) usage(`unknown function '${f}'`);
+    for (const f of functions) if (!only.includes(f)) scale.set(f, 0);
+  } else usage(`unknown argument '${arg}'`);
+}
+
+const env: NodeJS.ProcessEnv = { ...process.env };
+const sharedLogs = path.resolve(root, '../shared/data/logs');
+env.LOG_DIR ??= existsSync(sharedLogs) ? sharedLogs : path.join(root, 'logs');
+env.SES_ENDPOINT ??= 'http://127.0.0.1:8005';
+
+const run = (cmd: string, cmdArgs: string[]) => spawnSync(cmd, cmdArgs, { cwd: root, stdio: 'inherit', env }).status === 0;
+if (!run('bash', ['scripts/services.sh'])) {
+  console.error('start: RabbitMQ and MySQL are needed (see above). `bash scripts/services.sh --install` installs them as root.');
+  process.exit(1);
+}
+const ses = await ensureSesEmulator(env.SES_ENDPOINT);
+if (!run(process.execPath, ['build.mjs'])) process.exit(1);
+
+const colours = [36, 33, 35, 32, 34, 91, 92, 93, 94, 95];
+const children = new Set<ChildProcess>();
+let stopping = false;
+
+function launch(fn: string, instance: number, colour: number): void {
+  const label = `\x1b[${colour}m${(scale.get(fn)! > 1 ? `${fn}#${instance}` : fn).padEnd(16)}\x1b[0m|`;
+  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => console.log(`${label} ${line}`));
+  child.on('exit', (code, signal) => {
+    children.delete(child);
+    if (stopping) return;
+    console.log(`${label} exited (${signal ?? code}); restarting in 2 s`);
+    setTimeout(() => !stopping && launch(fn, instance, colour), 2_000);
+  });
+}
+
+let n = 0;
+for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn, i, colours[n++ % colours.length]!);
+
+const port = env.HTTP_PORT ?? '3000';
+console.log(`\nsluice is starting: trigger on http://127.0.0.1:${port}, LOG_DIR=${env.LOG_DIR}, SES at ${env.SES_ENDPOINT}.
+Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ?? 'dev-token'}' -H 'content-type: application/json' -d '{"kind":"logs","file":"apache_logs"}'
+Ctrl+C stops everything.\n`);
+
+async function stop(signal: NodeJS.Signals) {
+  if (stopping) return;
+  stopping = true;
+  console.log(`\nstart: ${signal}: stopping ${children.size} processes`);
+  await Promise.all([...children].map((c) => new Promise((r) => (c.once('exit', r), c.kill('SIGTERM')))));
+  await ses?.stop();
+  console.log('start: all stopped (RabbitMQ and MariaDB keep running)');
+  process.exit(0);
+}
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -1,0 +1,197 @@
+// The trigger's HTTP contract, with hand-written fakes of its ports (run store,
+// runner, EV runs): authentication, validation and path rules.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { createApp } from '../../functions/trigger/app.ts';
+import type { Run, RunStore } from '../../functions/trigger/runs.ts';
+import type { Runner, RunPublisher } from '../../functions/trigger/runner.ts';
+import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
+
+const TOKEN = 'secret-token-123';
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+function fakeRuns(): RunStore & { created: Run[] } {
+  const created: Run[] = [];
+  return {
+    created,
+    async create({ kind, source = null, file = null, params = null }) {
+      const run: Run = { id: `00000000-0000-4000-8000-${String(created.length).padStart(12, '0')}`, kind, state: 'running', source, file, params, lines: 0, published: 0, error: null, createdAt: '', updatedAt: '', finishedAt: null };
+      created.push(run);
+      return run;
+    },
+    async get(id) {
+      return created.find((r) => r.id === id) ?? null;
+    },
+    async list(limit) {
+      return created.slice(0, limit);
+    },
+    async progress() {},
+    async finish() {},
+    async stored() {
+      return { raw_logs: 0 };
+    },
+  };
+}
+
+/** Runs the work at once against an in-memory publisher that records messages. */
+function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknown }[]): Runner {
+  const runWork = async (work: Parameters<Runner['start']>[1]) => {
+    const progress = { lines: 0, published: 0 };
+    const out: RunPublisher = {
+      progress,
+      signal: new AbortController().signal,
+      async publish(_exchange, routingKey, content, options) {
+        progress.lines++;
+        progress.published++;
+        sent.push({ routingKey, content, headers: options.headers });
+      },
+    };
+    await work(out);
+    return progress;
+  };
+  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), active: 0, stop: async () => {} };
+}
+
+const evRuns: EvRuns & { requests: unknown[] } = {
+  requests: [],
+  async start(request) {
+    this.requests.push(request);
+    return { ...(await fakeRuns().create({ kind: 'ev', params: request })) };
+  },
+};
+
+let dir: string;
+let app: ReturnType<typeof createApp>;
+const sent: { routingKey: string; content: Buffer; headers: unknown }[] = [];
+const runs = fakeRuns();
+
+before(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'sluice-http-'));
+  mkdirSync(path.join(dir, 'logs'));
+  writeFileSync(path.join(dir, 'logs', 'access.log'), 'line one\nline two\n');
+  writeFileSync(path.join(dir, 'secret.txt'), 'outside LOG_DIR');
+  symlinkSync(path.join(dir, 'secret.txt'), path.join(dir, 'logs', 'escape.log'));
+  mkdirSync(path.join(dir, 'logs', 'sub'));
+  app = createApp({ runs, runner: fakeRunner(sent), ev: evRuns, logDir: path.join(dir, 'logs'), token: TOKEN, bodyLimitBytes: 1024 * 1024, log: pino({ level: 'silent' }), ready: () => true });
+});
+after(async () => {
+  await app.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const post = (url: string, payload: unknown, headers: Record<string, string> = auth) => app.inject({ method: 'POST', url, payload: payload as string, headers });
+
+describe('authentication', () => {
+  test('health needs no token', async () => {
+    assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
+  });
+  test('a missing token is 401 and says what is expected', async () => {
+    const res = await app.inject({ url: '/v1/runs' });
+    assert.equal(res.statusCode, 401);
+    assert.match(res.json().message, /Authorization: Bearer/);
+  });
+  test('a wrong token is 401', async () => {
+    for (const authorization of ['Bearer nope', `Bearer ${TOKEN}x`, TOKEN]) {
+      const res = await app.inject({ url: '/v1/runs', headers: { authorization } });
+      assert.equal(res.statusCode, 401, authorization);
+      assert.equal(res.json().message, 'wrong bearer token');
+    }
+    assert.equal((await post('/v1/runs', { kind: 'logs', file: 'access.log' }, { authorization: 'Bearer x' })).statusCode, 401);
+  });
+});
+
+describe('POST /v1/runs (logs)', () => {
+  test('202 with the run id; the file is published line by line', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', source: 'web-1' });
+    assert.equal(res.statusCode, 202);
+    assert.equal(res.json().id, runs.created.at(-1)!.id);
+    await new Promise((r) => setTimeout(r, 50));
+    const mine = sent.filter((m) => (m.headers as { runId: string }).runId === res.json().id);
+    assert.deepEqual(mine.map((m) => [m.routingKey, m.content.toString()]), [['logs.web-1.access', 'line one'], ['logs.web-1.access', 'line two']]);
+    assert.deepEqual(mine.map((m) => m.headers), [
+      { runId: res.json().id, source: 'web-1', lineNo: 1, byteOffset: 0 },
+      { runId: res.json().id, source: 'web-1', lineNo: 2, byteOffset: 9 },
+    ]);
+  });
+  test('path traversal, absolute paths and symlinks out of LOG_DIR are 400', async () => {
+    for (const [file, reason] of [['../secret.txt', /\.\./], ['sub/../../secret.txt', /\.\./], ['/etc/passwd', /absolute/], ['escape.log', /outside LOG_DIR/], ['sub', /not a regular file/]] as const) {
+      const res = await post('/v1/runs', { kind: 'logs', file });
+      assert.equal(res.statusCode, 400, file);
+      assert.match(res.json().message, reason);
+    }
+  });
+  test('a missing file is 404', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'nope.log' });
+    assert.equal(res.statusCode, 404);
+    assert.match(res.json().message, /nope\.log/);
+  });
+  test('malformed bodies are 400 naming what is wrong', async () => {
+    const cases: [unknown, RegExp, Record<string, string>?][] = [
+      ['{"kind": "logs", "file": ', /JSON/i, { ...auth, 'content-type': 'application/json' }],
+      [{ kind: 'logs' }, /file/],
+      [{ kind: 'logs', file: '' }, /file/],
+      [{ kind: 'logs', file: 'access.log', source: 'bad source!' }, /source/],
+      [{ kind: 'logs', file: 'access.log', extra: 1 }, /extra/],
+      [{ kind: 'movies', file: 'x' }, /kind/],
+      [{}, /kind/],
+    ];
+    for (const [payload, reason, headers] of cases) {
+      const res = await post('/v1/runs', payload, headers ?? auth);
+      assert.equal(res.statusCode, 400, JSON.stringify(payload));
+      assert.match(res.json().message, reason, JSON.stringify(payload));
+    }
+  });
+});
+
+describe('POST /v1/runs (ev)', () => {
+  test('out-of-range values are 400 naming the field', async () => {
+    for (const [payload, field] of [
+      [{ kind: 'ev', sessions: 0 }, 'sessions'],
+      [{ kind: 'ev', sessions: 100_001 }, 'sessions'],
+      [{ kind: 'ev', sessions: 5, faultRate: 1.5 }, 'faultRate'],
+      [{ kind: 'ev', sessions: 5, speed: 0 }, 'speed'],
+      [{ kind: 'ev', sessions: 5, sampleIntervalS: 0 }, 'sampleIntervalS'],
+      [{ kind: 'ev', sessions: 5, seed: -1 }, 'seed'],
+    ] as const) {
+      const res = await post('/v1/runs', payload);
+      assert.equal(res.statusCode, 400, JSON.stringify(payload));
+      assert.match(res.json().message, new RegExp(field));
+    }
+  });
+  test('a valid request is 202 with defaults filled in', async () => {
+    const res = await post('/v1/runs', { kind: 'ev', sessions: 3, seed: 7 });
+    assert.equal(res.statusCode, 202);
+    assert.deepEqual(evRuns.requests.at(-1), { kind: 'ev', sessions: 3, seed: 7, speed: 3600, sampleIntervalS: 30, faultRate: 0 });
+  });
+});
+
+describe('POST /v1/logs and GET /v1/runs', () => {
+  test('an upload answers with the run id and line count, bytes untouched', async () => {
+    const body = Buffer.concat([Buffer.from('a\r\n'), Buffer.from([0xc3, 0x28]), Buffer.from('\nlast')]);
+    const res = await app.inject({ method: 'POST', url: '/v1/logs?source=up', payload: body, headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.json().lines, 3);
+    const mine = sent.filter((m) => (m.headers as { runId: string }).runId === res.json().id);
+    assert.deepEqual(mine.map((m) => m.content.toString('hex')), ['61', 'c328', '6c617374']);
+  });
+  test('an upload with a bad source or a JSON body is 400', async () => {
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/logs?source=a%20b', payload: 'x', headers: { ...auth, 'content-type': 'text/plain' } })).statusCode, 400);
+    const res = await post('/v1/logs', { lines: ['x'] });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.json().message, /text\/plain/);
+  });
+  test('unknown run is 404, malformed id 400, list works', async () => {
+    assert.equal((await app.inject({ url: '/v1/runs/00000000-0000-4000-8000-999999999999', headers: auth })).statusCode, 404);
+    const bad = await app.inject({ url: '/v1/runs/not-a-uuid', headers: auth });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().message, /UUID/);
+    const list = await app.inject({ url: '/v1/runs?limit=2', headers: auth });
+    assert.equal(list.statusCode, 200);
+    assert.equal(list.json().runs.length, 2);
+    assert.equal((await app.inject({ url: '/v1/runs?limit=0', headers: auth })).statusCode, 400);
+  });
+});
