@@ -110,26 +110,32 @@ export async function serveHealth(deps: Deps<{ HEALTH_PORT: number }>, ready: ()
   return server;
 }
 
-export interface QueueFunction<T, C> {
-  /** Queues to consume (several for a partitioned stream), all with the same handler. */
-  queues: string[];
+export interface ConsumerSpec<T> {
+  queue: string;
   contract: Contract<T>;
   handler: BatchHandler<T>;
-  deps: Deps<C & ConsumerConfig>;
 }
 
-/** Start consuming; the process is ready when every queue has a consumer. */
-export async function runQueueFunction<T, C extends { HEALTH_PORT: number }>(fn: QueueFunction<T, C>): Promise<void> {
-  const { deps } = fn;
+/** Pair a queue with its contract and handler (keeps the message type consistent). */
+export const consume = <T>(queue: string, contract: Contract<T>, handler: BatchHandler<T>): ConsumerSpec<T> => ({ queue, contract, handler });
+
+/**
+ * Start consuming every queue; the process is ready when each has a consumer.
+ * `ready` may add a readiness condition of the function's own.
+ */
+export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT: number }>(
+  deps: Deps<C>,
+  // `any`: each spec keeps its own message type, checked where `consume` pairs them.
+  specs: ConsumerSpec<any>[],
+  ready: () => boolean = () => true,
+): Promise<void> {
   const { config } = deps;
   const consumers: Consumer[] = [];
   // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.
   deps.onStop(() => deps.publisher.flush());
-  for (const queue of fn.queues) {
+  for (const spec of specs) {
     const consumer = await startConsumer(deps.amqp, {
-      queue,
-      contract: fn.contract,
-      handler: fn.handler,
+      ...spec,
       publisher: deps.publisher,
       log: deps.log,
       metrics: deps.metrics,
@@ -140,9 +146,9 @@ export async function runQueueFunction<T, C extends { HEALTH_PORT: number }>(fn:
     consumers.push(consumer);
   }
   deps.onStop(() => Promise.all(consumers.map((c) => c.stop())).then(() => undefined));
-  const server = await serveHealth(deps, () => deps.amqp.connected);
+  const server = await serveHealth(deps, () => deps.amqp.connected && ready());
   deps.log.info(
-    { queues: fn.queues, health: (server.address() as AddressInfo).port, uptimeMs: Math.round(process.uptime() * 1000) },
+    { queues: specs.map((s) => s.queue), health: (server.address() as AddressInfo).port, uptimeMs: Math.round(process.uptime() * 1000) },
     'ready',
   );
 }

@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS email_outbox (
   ses_message_id VARCHAR(255) NULL,
   last_error   VARCHAR(1024) NULL,
   created_at   DATETIME(3)  NOT NULL,
+  claimed_at   DATETIME(3)  NULL,
   sent_at      DATETIME(3)  NULL,
   KEY email_outbox_due (status, due_at),
   KEY email_outbox_group (group_key, status)

@@ -1,0 +1,19 @@
+import { z } from 'zod';
+import { consumerConfigShape } from '../../shared/config.ts';
+import { DEFAULT_DETECTOR_CONFIG as D } from '../../shared/ev/detector.ts';
+
+const threshold = (fallback: number) => z.coerce.number().min(0).default(fallback);
+
+export const configShape = {
+  ...consumerConfigShape,
+  // Partitions keep their order through one batch at a time; smaller batches keep latency low.
+  BATCH_SIZE: consumerConfigShape.BATCH_SIZE.default(200),
+  BATCH_WAIT_MS: consumerConfigShape.BATCH_WAIT_MS.default(20),
+  /** Detection thresholds (event time). Defaults never fire on a healthy session. */
+  EV_OFFLINE_AFTER_INTERVALS: z.coerce.number().positive().default(D.offlineAfterIntervals),
+  EV_STALL_POWER_W: threshold(D.stallPowerW),
+  EV_STALL_AFTER_S: threshold(D.stallAfterS),
+  EV_SOC_DROP_POINTS: threshold(D.socDropPoints),
+  EV_OVER_LIMIT_POINTS: threshold(D.overLimitPoints),
+  EV_COMPLETED_TOLERANCE_POINTS: threshold(D.completedTolerancePoints),
+};

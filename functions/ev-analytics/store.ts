@@ -1,0 +1,39 @@
+import type { Pool } from '../../shared/db/pool.ts';
+import { isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
+import type { AnalyticsStore } from './handler.ts';
+
+const parse = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) : v) as T;
+
+export function createAnalyticsStore(pool: Pool): AnalyticsStore {
+  return {
+    async loadStates(ids) {
+      const states = new Map<string, SessionState>();
+      if (ids.length === 0) return states;
+      const [rows] = (await pool.query('SELECT session_id, state FROM ev_analytics_state WHERE session_id IN (?)', [ids])) as [{ session_id: string; state: unknown }[], unknown];
+      for (const r of rows) states.set(r.session_id, parse<SessionState>(r.state));
+      return states;
+    },
+    async loadOpen(partition, runId) {
+      const [rows] = (await pool.query('SELECT state FROM ev_analytics_state WHERE partition_no = ? AND run_id = ? AND is_open = 1', [partition, runId])) as [{ state: unknown }[], unknown];
+      return rows.map((r) => parse<SessionState>(r.state));
+    },
+    async loadClock(partition, runId) {
+      const [rows] = (await pool.query('SELECT clock FROM ev_analytics_clock WHERE run_id = ? AND partition_no = ?', [runId, partition])) as [{ clock: unknown }[], unknown];
+      return rows[0] ? parse<RunClock>(rows[0].clock) : undefined;
+    },
+    async save(partition, states, clocks) {
+      if (states.length > 0) {
+        await pool.query(
+          `INSERT INTO ev_analytics_state (session_id, run_id, partition_no, is_open, state, updated_at) VALUES ?
+           ON DUPLICATE KEY UPDATE is_open = VALUES(is_open), state = VALUES(state), partition_no = VALUES(partition_no), updated_at = VALUES(updated_at)`,
+          [states.map((s) => [s.sessionId, s.runId, partition, isOpen(s) ? 1 : 0, JSON.stringify(s), new Date()])],
+        );
+      }
+      if (clocks.length > 0) {
+        await pool.query('INSERT INTO ev_analytics_clock (run_id, partition_no, clock) VALUES ? ON DUPLICATE KEY UPDATE clock = VALUES(clock)', [
+          clocks.map((c) => [c.runId, partition, JSON.stringify(c)]),
+        ]);
+      }
+    },
+  };
+}

@@ -1,0 +1,35 @@
+import { z } from 'zod';
+import { consumerConfigShape } from '../../shared/config.ts';
+import { DEFAULT_RULES, parseRules } from './rules.ts';
+
+export const QUEUE = 'notify.email';
+
+export const configShape = {
+  ...consumerConfigShape,
+  /** SES API endpoint; unset in production (real AWS SES), the aws-ses-v2-local emulator locally. */
+  SES_ENDPOINT: z.url().optional(),
+  AWS_REGION: z.string().min(1).default('us-east-1'),
+  SES_FROM: z.email().default('alerts@sluice.example'),
+  /** The operator's address for fault, offline, stall, SoC-drop, over-limit and invalid-reading alerts. */
+  ALERT_EMAIL: z.email().default('operator@sluice.example'),
+  /** Who gets which event: `type=owner+operator,...` (see rules.ts). */
+  EMAIL_RULES: z
+    .string()
+    .default(DEFAULT_RULES)
+    .transform((v, ctx) => {
+      try {
+        return parseRules(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  /** Operator alerts for one charge point within this window go out as one email. */
+  GROUP_WINDOW_S: z.coerce.number().min(0).max(3600).default(30),
+  /** Most emails per second handed to SES (SES's default production quota is 14). */
+  SES_MAX_PER_SECOND: z.coerce.number().positive().max(10_000).default(14),
+  /** Attempts per email on throttling or transient SES errors before it is marked failed. */
+  SES_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(6),
+  /** How often the outbox is polled for due emails. */
+  OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(200),
+};

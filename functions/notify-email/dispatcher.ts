@@ -1,0 +1,150 @@
+// Sends what the outbox holds, at most once per row:
+//   1. find groups whose first row is due (owner mails at once, operator mails after the group window);
+//   2. claim the group's pending rows (status 'sending') in their own commit - only then send;
+//   3. SES accepted -> 'sent'; SES refused for now (throttled, unavailable, not reached) ->
+//      back to 'pending' with a backoff, up to SES_MAX_ATTEMPTS; refused for good -> 'failed';
+//      no answer (timeout, connection lost after sending) -> 'unknown': it may have gone out,
+//      so it is never sent again, and it is logged for a person to check.
+// A crash between claim and answer leaves rows in 'sending'; after the lease they turn
+// 'unknown' too. So a crash can cost at most the email in flight, and never sends one twice.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../../shared/log.ts';
+import type { EvEvent } from '../../shared/contracts/ev.ts';
+import { operatorEmail, ownerEmail, type Email } from './render.ts';
+import type { Role } from './rules.ts';
+
+export interface ClaimedRow {
+  dedupeKey: string;
+  role: Role;
+  recipient: string;
+  event: EvEvent;
+  attempts: number;
+}
+
+export interface OutboxStore {
+  dueGroups(now: Date, limit: number): Promise<string[]>;
+  /** Atomically move the group's pending rows to 'sending' under `batchId`; returns them. */
+  claim(groupKey: string, batchId: string, now: Date): Promise<ClaimedRow[]>;
+  markSent(batchId: string, sesMessageId: string, now: Date): Promise<void>;
+  release(batchId: string, retryAt: Date, error: string): Promise<void>;
+  markFailed(batchId: string, error: string): Promise<void>;
+  /** Rows left in 'sending' since before `claimedBefore` (their sender died) become 'unknown'. */
+  expireClaims(claimedBefore: Date): Promise<number>;
+}
+
+export type SendOutcome = 'retry' | 'failed' | 'unknown';
+
+export class SendError extends Error {
+  override name = 'SendError';
+  readonly outcome: SendOutcome;
+  constructor(message: string, outcome: SendOutcome, options?: { cause?: unknown }) {
+    super(message, options);
+    this.outcome = outcome;
+  }
+}
+
+export interface EmailSender {
+  /** Resolves with SES's message id; throws SendError saying whether a retry is safe. */
+  send(email: Email): Promise<string>;
+}
+
+export interface DispatcherOptions {
+  store: OutboxStore;
+  sender: EmailSender;
+  log: Logger;
+  operatorAddress: string;
+  maxPerSecond: number;
+  maxAttempts: number;
+  /** First retry delay; doubles with every attempt. */
+  backoffMs?: number;
+  leaseMs?: number;
+  now?: () => Date;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export function createDispatcher(opts: DispatcherOptions) {
+  const now = opts.now ?? (() => new Date());
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const backoffMs = opts.backoffMs ?? 1_000;
+  const leaseMs = opts.leaseMs ?? 5 * 60_000;
+  // Token bucket: `maxPerSecond` sends per second on average, bursts of at most that many.
+  let tokens = opts.maxPerSecond;
+  let refilledAt = Date.now();
+  async function takeToken(): Promise<void> {
+    for (;;) {
+      const t = Date.now();
+      tokens = Math.min(opts.maxPerSecond, tokens + ((t - refilledAt) / 1000) * opts.maxPerSecond);
+      refilledAt = t;
+      if (tokens >= 1) return void tokens--;
+      await sleep(Math.ceil(((1 - tokens) / opts.maxPerSecond) * 1000));
+    }
+  }
+
+  async function sendGroup(groupKey: string): Promise<number> {
+    const batchId = randomUUID();
+    const rows = await opts.store.claim(groupKey, batchId, now());
+    if (rows.length === 0) return 0; // another instance took it
+    const email = rows[0]!.role === 'owner' ? ownerEmail(rows[0]!.event) : operatorEmail(opts.operatorAddress, rows.map((r) => r.event));
+    await takeToken();
+    try {
+      const id = await opts.sender.send(email);
+      await opts.store.markSent(batchId, id, now());
+      return 1;
+    } catch (err) {
+      const outcome = err instanceof SendError ? err.outcome : 'unknown';
+      const message = err instanceof Error ? err.message : String(err);
+      const attempts = Math.max(...rows.map((r) => r.attempts));
+      if (outcome === 'retry' && attempts < opts.maxAttempts) {
+        const delay = backoffMs * 2 ** (attempts - 1) * (0.8 + Math.random() * 0.4);
+        opts.log.warn({ groupKey, attempts, delay: Math.round(delay), err: message }, 'SES refused the email for now; will retry');
+        await opts.store.release(batchId, new Date(now().getTime() + delay), message);
+      } else if (outcome === 'unknown') {
+        opts.log.error({ groupKey, err: message }, 'no answer from SES: the email may or may not have gone out; not resending');
+        await opts.store.markFailed(batchId, `unknown: ${message}`);
+      } else {
+        opts.log.error({ groupKey, attempts, err: message }, 'email failed for good');
+        await opts.store.markFailed(batchId, message);
+      }
+      return 0;
+    }
+  }
+
+  let stopped = false;
+
+  /** One pass over the due groups; returns the number of emails SES accepted. */
+  async function tick(): Promise<number> {
+    const expired = await opts.store.expireClaims(new Date(now().getTime() - leaseMs));
+    if (expired) opts.log.error({ rows: expired }, 'outbox rows were left in sending by a sender that died; marked unknown, not resent');
+    let sent = 0;
+    for (;;) {
+      const groups = await opts.store.dueGroups(now(), 100);
+      if (groups.length === 0 || stopped) return sent;
+      for (const g of groups) if (!stopped) sent += await sendGroup(g);
+    }
+  }
+
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<unknown> | null = null;
+  return {
+    tick,
+    start(pollMs: number) {
+      let failures = 0;
+      const loop = () => {
+        running = tick()
+          .then(() => void (failures = 0))
+          .catch((err) => opts.log.error({ err: String(err), failures: ++failures }, 'outbox pass failed'))
+          .finally(() => {
+            running = null;
+            // Back off while the database is unhappy, up to 10 s.
+            if (!stopped) timer = setTimeout(loop, Math.min(10_000, pollMs * 2 ** failures));
+          });
+      };
+      loop();
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,27 @@
+// notify-email: queue notify.email -> email_outbox -> SES.
+import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
+import { jsonContract } from '../../shared/contracts/json.ts';
+import { EvEventSchema } from '../../shared/contracts/ev.ts';
+import { QUEUE, configShape } from './config.ts';
+import { createHandler } from './handler.ts';
+import { createDispatcher } from './dispatcher.ts';
+import { createOutbox } from './outbox.ts';
+import { createSesSender } from './ses.ts';
+
+const deps = await boot('notify-email', configShape);
+const { config, log } = deps;
+const outbox = createOutbox(deps.pool);
+const dispatcher = createDispatcher({
+  store: outbox,
+  sender: createSesSender({ region: config.AWS_REGION, endpoint: config.SES_ENDPOINT, from: config.SES_FROM }),
+  log,
+  operatorAddress: config.ALERT_EMAIL,
+  maxPerSecond: config.SES_MAX_PER_SECOND,
+  maxAttempts: config.SES_MAX_ATTEMPTS,
+});
+dispatcher.start(config.OUTBOX_POLL_MS);
+deps.onStop(() => dispatcher.stop());
+await runQueueFunction(deps, [
+  consume(QUEUE, jsonContract('ev.event', EvEventSchema), createHandler({ outbox, rules: config.EMAIL_RULES, operatorEmail: config.ALERT_EMAIL, groupWindowMs: config.GROUP_WINDOW_S * 1000 })),
+]);
+log.info({ ses: config.SES_ENDPOINT ?? 'AWS', rules: config.EMAIL_RULES }, 'notifying');

@@ -1,0 +1,68 @@
+import type { Pool } from '../../shared/db/pool.ts';
+import type { EvEvent } from '../../shared/contracts/ev.ts';
+import type { OutboxWriter } from './handler.ts';
+import type { ClaimedRow, OutboxStore } from './dispatcher.ts';
+import type { Role } from './rules.ts';
+
+export function createOutbox(pool: Pool): OutboxWriter & OutboxStore {
+  return {
+    async enqueue(rows) {
+      if (rows.length === 0) return;
+      await pool.query(
+        `INSERT INTO email_outbox (dedupe_key, event_id, run_id, role, recipient, group_key, event, status, due_at, created_at) VALUES ?
+         ON DUPLICATE KEY UPDATE dedupe_key = dedupe_key`,
+        [rows.map((r) => [r.dedupeKey, r.eventId, r.runId, r.role, r.recipient, r.groupKey, JSON.stringify(r.event), 'pending', r.dueAt, new Date()])],
+      );
+    },
+    async dueGroups(now, limit) {
+      const [rows] = (await pool.query(
+        `SELECT group_key FROM email_outbox WHERE status = 'pending'
+         GROUP BY group_key HAVING MIN(due_at) <= ? ORDER BY MIN(due_at) LIMIT ?`,
+        [now, limit],
+      )) as [{ group_key: string }[], unknown];
+      return rows.map((r) => r.group_key);
+    },
+    async claim(groupKey, batchId, now) {
+      // One statement, committed on its own: whoever flips the rows owns them.
+      await pool.query(
+        `UPDATE email_outbox SET status = 'sending', batch_id = ?, claimed_at = ?, attempts = attempts + 1
+         WHERE group_key = ? AND status = 'pending'`,
+        [batchId, now, groupKey],
+      );
+      const [rows] = (await pool.query('SELECT dedupe_key, role, recipient, event, attempts FROM email_outbox WHERE batch_id = ? ORDER BY created_at, dedupe_key', [batchId])) as [
+        { dedupe_key: string; role: Role; recipient: string; event: unknown; attempts: number }[],
+        unknown,
+      ];
+      return rows.map(
+        (r): ClaimedRow => ({
+          dedupeKey: r.dedupe_key,
+          role: r.role,
+          recipient: r.recipient,
+          event: (typeof r.event === 'string' ? JSON.parse(r.event) : r.event) as EvEvent,
+          attempts: r.attempts,
+        }),
+      );
+    },
+    async markSent(batchId, sesMessageId, now) {
+      await pool.query("UPDATE email_outbox SET status = 'sent', ses_message_id = ?, sent_at = ?, last_error = NULL WHERE batch_id = ?", [sesMessageId, now, batchId]);
+    },
+    async release(batchId, retryAt, error) {
+      await pool.query("UPDATE email_outbox SET status = 'pending', batch_id = NULL, due_at = ?, last_error = ? WHERE batch_id = ? AND status = 'sending'", [
+        retryAt,
+        error.slice(0, 1024),
+        batchId,
+      ]);
+    },
+    async markFailed(batchId, error) {
+      const status = error.startsWith('unknown:') ? 'unknown' : 'failed';
+      await pool.query('UPDATE email_outbox SET status = ?, last_error = ? WHERE batch_id = ?', [status, error.slice(0, 1024), batchId]);
+    },
+    async expireClaims(claimedBefore) {
+      const [result] = (await pool.query(
+        "UPDATE email_outbox SET status = 'unknown', last_error = 'the sender stopped before SES answered' WHERE status = 'sending' AND claimed_at < ?",
+        [claimedBefore],
+      )) as [{ affectedRows: number }, unknown];
+      return result.affectedRows;
+    },
+  };
+}
