@@ -1,10 +1,10 @@
 // Per-session detection over a partition of the reading stream. The state of
 // every session lives in MySQL and is read at the start of each batch, so
 // whichever instance holds a partition (single active consumer) continues
-// exactly where the previous holder stopped. For each stretch of readings
-// (and each clock tick) the order is: detect -> publish events (confirmed) ->
-// save state. A crash in between replays the stretch, which yields the same
-// deterministic event ids, and downstream writes are keyed on them.
+// exactly where the previous holder stopped. Per batch: load the states it
+// touches -> detect, in order -> publish the events (confirmed) -> save the
+// states. A crash before the save replays the batch, which yields the same
+// deterministic event ids, and every downstream write is keyed on them.
 import type { BatchHandler, BatchItemFailure } from '../../shared/amqp/consumer.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
 import { PermanentError } from '../../shared/errors.ts';
@@ -35,46 +35,50 @@ export class InvalidReadingError extends PermanentError {
   override name = 'InvalidReadingError';
 }
 
+type Reading = Extract<AnalyticsMessage, { kind: 'reading' }>['reading'];
+type Clock = Extract<AnalyticsMessage, { kind: 'clock' }>['clock'];
+
 export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessage> {
   const { detector, store, events } = deps;
 
   return async (items, ctx) => {
     const partition = deps.partitionOf(ctx.queue);
+    const readings = items.flatMap((it) => (it.body.kind === 'reading' ? [it.body.reading] : []));
+    const clockRuns = [...new Set(items.flatMap((it) => (it.body.kind === 'clock' ? [it.body.clock.runId] : [])))];
+
+    // Everything the batch can touch: its sessions, and every open session of a run whose clock ticks in it.
+    const [states, openByRun, clocksByRun] = await Promise.all([
+      store.loadStates([...new Set(readings.map((r) => r.sessionId))]),
+      Promise.all(clockRuns.map((run) => store.loadOpen(partition, run))),
+      Promise.all(clockRuns.map((run) => store.loadClock(partition, run))),
+    ]);
+    for (const s of openByRun.flat()) if (!states.has(s.sessionId)) states.set(s.sessionId, s);
+    const clocks = new Map<string, RunClock>();
+    clockRuns.forEach((run, k) => clocksByRun[k] && clocks.set(run, clocksByRun[k]!));
+
+    const changed = new Set<string>();
+    const raised: EvEvent[] = [];
     const failures: BatchItemFailure[] = [];
-    let i = 0;
-    while (i < items.length) {
-      const first = items[i]!.body;
-      if (first.kind === 'clock') {
-        const { clock } = first;
-        const [open, prev] = await Promise.all([store.loadOpen(partition, clock.runId), store.loadClock(partition, clock.runId)]);
-        const out = detector.onClock(clock, open, prev);
-        await events.publish(out.events);
-        await store.save(partition, out.states, [out.clock]);
-        i++;
-        continue;
-      }
-      // A stretch of readings up to the next clock.
-      let end = i;
-      while (end < items.length && items[end]!.body.kind === 'reading') end++;
-      const stretch = items.slice(i, end);
-      const states = await store.loadStates([...new Set(stretch.map((it) => (it.body as Extract<AnalyticsMessage, { kind: 'reading' }>).reading.sessionId))]);
-      const changed = new Map<string, SessionState>();
-      const raised: EvEvent[] = [];
-      stretch.forEach((item, k) => {
-        const { reading } = item.body as Extract<AnalyticsMessage, { kind: 'reading' }>;
-        const out = detector.onReading(states.get(reading.sessionId), reading);
-        // A redelivered invalid reading is dead-lettered again: at least once in the DLQ.
-        if (out.invalid !== null) failures.push({ index: i + k, error: new InvalidReadingError(`invalid reading ${reading.messageId}: ${out.invalid}`) });
-        if (out.duplicate) return;
-        states.set(reading.sessionId, out.state);
-        changed.set(reading.sessionId, out.state);
-        raised.push(...out.events);
-      });
-      await events.publish(raised);
-      await store.save(partition, [...changed.values()], []);
-      i = end;
-    }
+    const onReading = (reading: Reading, index: number) => {
+      const out = detector.onReading(states.get(reading.sessionId), reading);
+      // A redelivered invalid reading is dead-lettered again: at least once in the DLQ.
+      if (out.invalid !== null) failures.push({ index, error: new InvalidReadingError(`invalid reading ${reading.messageId}: ${out.invalid}`) });
+      if (out.duplicate) return;
+      states.set(reading.sessionId, out.state);
+      changed.add(reading.sessionId);
+      raised.push(...out.events);
+    };
+    const onClock = (clock: Clock) => {
+      const open = [...states.values()].filter((s) => s.runId === clock.runId && isOpen(s));
+      const out = detector.onClock(clock, open, clocks.get(clock.runId));
+      clocks.set(clock.runId, out.clock);
+      for (const s of out.states) states.set(s.sessionId, s), changed.add(s.sessionId);
+      raised.push(...out.events);
+    };
+    items.forEach((it, index) => (it.body.kind === 'reading' ? onReading(it.body.reading, index) : onClock(it.body.clock)));
+
+    await events.publish(raised);
+    await store.save(partition, [...changed].map((id) => states.get(id)!), [...clocks.values()]);
     return { failures };
   };
 }
-
