@@ -128,7 +128,7 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
   // `any`: each spec keeps its own message type, checked where `consume` pairs them.
   specs: ConsumerSpec<any>[],
   ready: () => boolean = () => true,
-): Promise<void> {
+): Promise<Consumer[]> {
   const { config } = deps;
   const consumers: Consumer[] = [];
   // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.
@@ -151,6 +151,7 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
     { queues: specs.map((s) => s.queue), health: (server.address() as AddressInfo).port, uptimeMs: Math.round(process.uptime() * 1000) },
     'ready',
   );
+  return consumers;
 }
 
 export { consumerConfigShape };

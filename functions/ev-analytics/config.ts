@@ -16,4 +16,6 @@ export const configShape = {
   EV_SOC_DROP_POINTS: threshold(D.socDropPoints),
   EV_OVER_LIMIT_POINTS: threshold(D.overLimitPoints),
   EV_COMPLETED_TOLERANCE_POINTS: threshold(D.completedTolerancePoints),
+  /** How often instances heartbeat and share out the partitions. */
+  REBALANCE_EVERY_MS: z.coerce.number().int().min(100).max(60_000).default(2_000),
 };

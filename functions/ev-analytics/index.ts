@@ -1,6 +1,8 @@
 // ev-analytics: partition queues ev.analytics.p* (readings + clock) -> events on exchange `ev`.
 // Every instance subscribes to every partition; each partition has one active
-// consumer at a time (single active consumer), the others stand by.
+// consumer at a time (single active consumer), the others stand by, and the
+// live instances share the partitions out between them (rebalance.ts).
+import { randomUUID } from 'node:crypto';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { EV_EXCHANGE, eventRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
@@ -9,7 +11,8 @@ import { EV_PARTITIONS, evAnalyticsQueue } from '../../infra/topology.ts';
 import { configShape } from './config.ts';
 import { analyticsContract } from './contract.ts';
 import { createHandler, type EventSink } from './handler.ts';
-import { createAnalyticsStore } from './store.ts';
+import { startRebalancer } from './rebalance.ts';
+import { createAnalyticsStore, createMembership } from './store.ts';
 
 const deps = await boot('ev-analytics', configShape);
 const { config, publisher } = deps;
@@ -36,4 +39,14 @@ const handler = createHandler({
   events,
   partitionOf: (queue) => queues.indexOf(queue),
 });
-await runQueueFunction(deps, queues.map((q) => consume(q, analyticsContract, handler)));
+const consumers = await runQueueFunction(deps, queues.map((q) => consume(q, analyticsContract, handler)));
+
+const rebalancer = startRebalancer({
+  instanceId: randomUUID(),
+  consumers,
+  membership: createMembership(deps.pool, config.REBALANCE_EVERY_MS * 3),
+  log: deps.log,
+  activeWithinMs: config.REBALANCE_EVERY_MS * 2,
+  everyMs: config.REBALANCE_EVERY_MS,
+});
+deps.onStop(() => rebalancer.stop());

@@ -1,6 +1,7 @@
 import type { Pool } from '../../shared/db/pool.ts';
 import { isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
 import type { AnalyticsStore } from './handler.ts';
+import type { Membership } from './rebalance.ts';
 
 const parse = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) : v) as T;
 
@@ -34,6 +35,26 @@ export function createAnalyticsStore(pool: Pool): AnalyticsStore {
           clocks.map((c) => [c.runId, partition, JSON.stringify(c)]),
         ]);
       }
+    },
+  };
+}
+
+/** Heartbeats in ev_analytics_members; an instance silent for `deadAfterMs` is gone. */
+export function createMembership(pool: Pool, deadAfterMs: number): Membership {
+  return {
+    async heartbeat(instanceId) {
+      const now = new Date();
+      await pool.query(
+        'INSERT INTO ev_analytics_members (instance_id, started_at, heartbeat_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)',
+        [instanceId, now, now],
+      );
+      const since = new Date(now.getTime() - deadAfterMs);
+      await pool.query('DELETE FROM ev_analytics_members WHERE heartbeat_at < ?', [new Date(now.getTime() - 10 * deadAfterMs)]);
+      const [rows] = (await pool.query('SELECT instance_id FROM ev_analytics_members WHERE heartbeat_at >= ? ORDER BY instance_id', [since])) as [{ instance_id: string }[], unknown];
+      return rows.map((r) => r.instance_id);
+    },
+    async leave(instanceId) {
+      await pool.query('DELETE FROM ev_analytics_members WHERE instance_id = ?', [instanceId]);
     },
   };
 }

@@ -28,6 +28,7 @@ export interface SessionPatch {
 
 export interface ReadingRow extends EvReading {
   problems: string | null;
+  publishedAt: Date | null;
 }
 
 export interface EvStore {
@@ -68,9 +69,9 @@ export function createReadingsHandler(deps: { store: EvStore }): BatchHandler<Ev
   return async (items) => {
     const rows: ReadingRow[] = [];
     const sessions = new Map<string, SessionPatch>();
-    for (const { body: r } of items) {
+    for (const { body: r, publishedAt } of items) {
       const problems = readingProblems(r);
-      rows.push({ ...r, problems: problems.length ? problems.join('; ').slice(0, 512) : null });
+      rows.push({ ...r, problems: problems.length ? problems.join('; ').slice(0, 512) : null, publishedAt: publishedAt ? new Date(publishedAt) : null });
       if (problems.length) continue; // an impossible reading says nothing about the session
       const at = new Date(r.timestamp);
       const patch = sessions.get(r.sessionId) ?? patchFrom(r, 'charging');

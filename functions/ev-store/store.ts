@@ -10,12 +10,12 @@ export function createEvStore(pool: Pool): EvStore {
       if (rows.length === 0) return;
       await pool.query(
         `INSERT INTO ev_readings (session_id, seq, run_id, ts, charge_point_id, connector_id, state, soc_percent, charge_limit, power_w,
-           energy_wh, current_a, voltage_v, temperature_c, error_code, stop_reason, problems) VALUES ?
+           energy_wh, current_a, voltage_v, temperature_c, error_code, stop_reason, problems, published_at) VALUES ?
          ON DUPLICATE KEY UPDATE seq = seq`,
         [
           rows.map((r) => [
             r.sessionId, r.seq, r.runId, new Date(r.timestamp), r.chargePointId, r.connectorId, r.chargingState, r.socPercent,
-            r.chargeLimitPercent, r.powerW, r.energyWh, r.currentA, r.voltageV, r.temperatureC, r.errorCode, r.stopReason ?? null, r.problems,
+            r.chargeLimitPercent, r.powerW, r.energyWh, r.currentA, r.voltageV, r.temperatureC, r.errorCode, r.stopReason ?? null, r.problems, r.publishedAt,
           ]),
         ],
       );

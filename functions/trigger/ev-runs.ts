@@ -64,6 +64,8 @@ export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool;
               messageId: r.messageId,
               contentType: 'application/json',
               type: 'ev.reading',
+              // Milliseconds (not the spec's seconds): ev-store keeps it to measure end-to-end lag.
+              timestamp: Date.now(),
               // The consistent-hash exchange partitions readings on this header.
               headers: { sessionId: r.sessionId },
             });

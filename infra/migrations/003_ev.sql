@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS ev_readings (
   stop_reason     VARCHAR(32)  NULL,
   -- Why the reading is physically impossible (NULL when it is plausible).
   problems        VARCHAR(512) NULL,
+  -- When the trigger published it (the message's timestamp), for end-to-end lag.
+  published_at    DATETIME(3)  NULL,
   PRIMARY KEY (session_id, seq),
   KEY ev_readings_run (run_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

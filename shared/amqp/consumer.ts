@@ -8,7 +8,7 @@
 //                               so one bad message cannot hold back its batch
 //   PermanentError / invalid body / too many attempts -> <queue>.dlq with the reason
 // Retries go through <queue>.retry, whose TTL dead-letters them back to the queue.
-import type { Channel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib';
 import type { AmqpClient } from './connection.ts';
 import type { Publisher } from './publisher.ts';
 import type { Logger } from '../log.ts';
@@ -27,6 +27,8 @@ export interface BatchItem<T> {
   messageId: string | undefined;
   routingKey: string;
   redelivered: boolean;
+  /** The publisher's clock at publish (AMQP timestamp property, in ms), when it set one. */
+  publishedAt: number | undefined;
   /** 1 on first delivery, counting retries and redeliveries. */
   attempt: number;
 }
@@ -58,7 +60,16 @@ export interface ConsumerOptions<T> {
 }
 
 export interface Consumer {
+  readonly queue: string;
   readonly consuming: boolean;
+  /** When the broker last delivered to this consumer (ms since epoch; 0 = never). */
+  readonly lastDeliveryAt: number;
+  /**
+   * Finish the batch in flight, hand unprocessed messages back and subscribe again.
+   * On a single-active-consumer queue this moves us to the back of the line: the next
+   * consumer takes over the queue, in order (messages go back before the switch).
+   */
+  cycle(): Promise<void>;
   /** Stop taking messages, finish the batch in flight; unprocessed messages go back to the queue. */
   stop(): Promise<void>;
 }
@@ -80,10 +91,14 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let timer: NodeJS.Timeout | null = null;
   let inFlight: Promise<void> | null = null;
   let stopping = false;
+  let pausing = false;
+  let lastDeliveryAt = 0;
+  let model: ChannelModel | null = null;
 
-  await amqp.attach(async (model) => {
+  async function subscribe(m: ChannelModel): Promise<void> {
+    model = m;
     if (stopping) return;
-    const ch = await model.createChannel();
+    const ch = await m.createChannel();
     ch.on('error', (err: Error) => log.warn({ err: err.message, queue }, 'consumer channel error'));
     ch.on('close', () => {
       if (channel !== ch) return;
@@ -97,16 +112,18 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     await ch.prefetch(opts.batchSize * 2);
     const { consumerTag: tag } = await ch.consume(queue, (msg) => {
       if (msg === null) return amqp.reset(`broker cancelled the consumer of ${queue}`);
+      lastDeliveryAt = Date.now();
       buffer.push({ msg, ch });
       schedule();
     });
     channel = ch;
     consumerTag = tag;
     log.info({ queue, prefetch: opts.batchSize * 2 }, 'consuming');
-  });
+  }
+  await amqp.attach(subscribe);
 
   function schedule(): void {
-    if (inFlight) return; // the running loop picks the buffer up when it finishes
+    if (inFlight || pausing) return; // the running loop picks the buffer up when it finishes
     if (buffer.length >= opts.batchSize) return void run();
     timer ??= setTimeout(run, opts.batchWaitMs);
   }
@@ -116,7 +133,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     if (inFlight || buffer.length === 0) return;
     inFlight = (async () => {
       // Messages that arrived while a batch was handled have waited long enough.
-      while (buffer.length > 0 && !stopping) await handleBatch(buffer.splice(0, opts.batchSize));
+      while (buffer.length > 0 && !stopping && !pausing) await handleBatch(buffer.splice(0, opts.batchSize));
     })()
       .catch((err) => {
         log.error({ err: errorMessage(err), queue }, 'batch could not be settled; its messages will be redelivered');
@@ -124,7 +141,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       })
       .finally(() => {
         inFlight = null;
-        if (!stopping && buffer.length > 0) schedule();
+        if (!stopping && !pausing && buffer.length > 0) schedule();
       });
   }
 
@@ -142,6 +159,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
           messageId: msg.properties.messageId ? String(msg.properties.messageId) : undefined,
           routingKey: msg.fields.routingKey,
           redelivered: msg.fields.redelivered,
+          publishedAt: typeof msg.properties.timestamp === 'number' ? msg.properties.timestamp : undefined,
         });
         itemIndex.push(i);
       } catch (err) {
@@ -229,8 +247,30 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   }
 
   return {
+    queue,
     get consuming() {
       return consumerTag !== null;
+    },
+    get lastDeliveryAt() {
+      return lastDeliveryAt;
+    },
+    async cycle() {
+      const ch = channel;
+      if (!ch || stopping || pausing) return;
+      pausing = true;
+      try {
+        if (timer) clearTimeout(timer), (timer = null);
+        await inFlight;
+        // Closing the channel returns its unacked messages and removes the consumer in one go.
+        channel = null;
+        consumerTag = null;
+        buffer = buffer.filter((d) => d.ch !== ch);
+        await ch.close().catch(() => {});
+        lastDeliveryAt = 0;
+      } finally {
+        pausing = false;
+      }
+      if (model && !stopping) await subscribe(model).catch((err) => amqp.reset(`re-subscribing to ${queue} failed: ${errorMessage(err)}`));
     },
     async stop() {
       stopping = true;
