@@ -38,9 +38,10 @@ export interface EvStore {
   mergeSessions(patches: SessionPatch[]): Promise<void>;
 }
 
+/** What a reading alone says. Whether a stop was a completed charge is ev-analytics' call (its charge.completed event). */
 function statusOf(r: EvReading): SessionStatus {
   if (r.chargingState === 'Faulted' || r.errorCode !== 'NoError') return 'faulted';
-  if (r.chargingState === 'Finishing') return r.socPercent >= r.chargeLimitPercent - 1 ? 'completed' : 'stopped';
+  if (r.chargingState === 'Finishing') return 'stopped';
   return 'charging';
 }
 
@@ -89,7 +90,11 @@ export function createReadingsHandler(deps: { store: EvStore }): BatchHandler<Ev
   };
 }
 
-const EVENT_STATUS: Partial<Record<EvEvent['type'], SessionStatus>> = { 'charge.fault': 'faulted', 'charge.offline': 'interrupted' };
+const EVENT_STATUS: Partial<Record<EvEvent['type'], SessionStatus>> = {
+  'charge.completed': 'completed',
+  'charge.fault': 'faulted',
+  'charge.offline': 'interrupted',
+};
 
 export function createEventsHandler(deps: { store: EvStore }): BatchHandler<EvEvent> {
   return async (items) => {

@@ -69,10 +69,10 @@ export function createDispatcher(opts: DispatcherOptions) {
   const leaseMs = opts.leaseMs ?? 5 * 60_000;
   // Token bucket: `maxPerSecond` sends per second on average, bursts of at most that many.
   let tokens = opts.maxPerSecond;
-  let refilledAt = Date.now();
+  let refilledAt = now().getTime();
   async function takeToken(): Promise<void> {
     for (;;) {
-      const t = Date.now();
+      const t = now().getTime();
       tokens = Math.min(opts.maxPerSecond, tokens + ((t - refilledAt) / 1000) * opts.maxPerSecond);
       refilledAt = t;
       if (tokens >= 1) return void tokens--;
@@ -86,26 +86,42 @@ export function createDispatcher(opts: DispatcherOptions) {
     if (rows.length === 0) return 0; // another instance took it
     const email = rows[0]!.role === 'owner' ? ownerEmail(rows[0]!.event) : operatorEmail(opts.operatorAddress, rows.map((r) => r.event));
     await takeToken();
+    let id: string;
     try {
-      const id = await opts.sender.send(email);
-      await opts.store.markSent(batchId, id, now());
-      return 1;
+      id = await opts.sender.send(email);
     } catch (err) {
-      const outcome = err instanceof SendError ? err.outcome : 'unknown';
-      const message = err instanceof Error ? err.message : String(err);
-      const attempts = Math.max(...rows.map((r) => r.attempts));
-      if (outcome === 'retry' && attempts < opts.maxAttempts) {
-        const delay = backoffMs * 2 ** (attempts - 1) * (0.8 + Math.random() * 0.4);
-        opts.log.warn({ groupKey, attempts, delay: Math.round(delay), err: message }, 'SES refused the email for now; will retry');
-        await opts.store.release(batchId, new Date(now().getTime() + delay), message);
-      } else if (outcome === 'unknown') {
-        opts.log.error({ groupKey, err: message }, 'no answer from SES: the email may or may not have gone out; not resending');
-        await opts.store.markFailed(batchId, `unknown: ${message}`);
-      } else {
-        opts.log.error({ groupKey, attempts, err: message }, 'email failed for good');
-        await opts.store.markFailed(batchId, message);
-      }
+      await settleFailure(groupKey, batchId, rows, err);
       return 0;
+    }
+    // SES has the email: from here on, never send it again, whatever the database says.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await opts.store.markSent(batchId, id, now());
+        return 1;
+      } catch (err) {
+        if (attempt >= 5) {
+          opts.log.error({ groupKey, sesMessageId: id, err: String(err) }, 'email sent but not recorded; its rows stay claimed and expire as unknown');
+          return 1;
+        }
+        await sleep(200 * attempt);
+      }
+    }
+  }
+
+  async function settleFailure(groupKey: string, batchId: string, rows: ClaimedRow[], err: unknown): Promise<void> {
+    const outcome = err instanceof SendError ? err.outcome : 'unknown';
+    const message = err instanceof Error ? err.message : String(err);
+    const attempts = Math.max(...rows.map((r) => r.attempts));
+    if (outcome === 'retry' && attempts < opts.maxAttempts) {
+      const delay = backoffMs * 2 ** (attempts - 1) * (0.8 + Math.random() * 0.4);
+      opts.log.warn({ groupKey, attempts, delay: Math.round(delay), err: message }, 'SES refused the email for now; will retry');
+      await opts.store.release(batchId, new Date(now().getTime() + delay), message);
+    } else if (outcome === 'unknown') {
+      opts.log.error({ groupKey, err: message }, 'no answer from SES: the email may or may not have gone out; not resending');
+      await opts.store.markFailed(batchId, `unknown: ${message}`);
+    } else {
+      opts.log.error({ groupKey, attempts, err: message }, 'email failed for good');
+      await opts.store.markFailed(batchId, message);
     }
   }
 

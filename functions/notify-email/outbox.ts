@@ -1,10 +1,12 @@
-import type { Pool } from '../../shared/db/pool.ts';
+import { retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
 import type { OutboxWriter } from './handler.ts';
 import type { ClaimedRow, OutboxStore } from './dispatcher.ts';
 import type { Role } from './rules.ts';
 
-export function createOutbox(pool: Pool): OutboxWriter & OutboxStore {
+export function createOutbox(db: Pool): OutboxWriter & OutboxStore {
+  // Rows of one charge point are written by the consumer and the dispatcher at once: retry deadlock victims.
+  const pool = { query: ((...args: Parameters<Pool['query']>) => retryOnDeadlock(() => db.query(...args))) as Pool['query'] };
   return {
     async enqueue(rows) {
       if (rows.length === 0) return;

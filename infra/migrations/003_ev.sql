@@ -113,5 +113,6 @@ CREATE TABLE IF NOT EXISTS email_outbox (
   claimed_at   DATETIME(3)  NULL,
   sent_at      DATETIME(3)  NULL,
   KEY email_outbox_due (status, due_at),
-  KEY email_outbox_group (group_key, status)
+  KEY email_outbox_group (group_key, status),
+  KEY email_outbox_batch (batch_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -29,3 +29,17 @@ export async function waitForDatabase(pool: Pool, attempts = 30, delayMs = 1_000
     }
   }
 }
+
+const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+
+/** Run `fn` again when InnoDB picked it as a deadlock victim (or timed out on a lock). */
+export async function retryOnDeadlock<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts || !RETRYABLE.has((err as { code?: string }).code ?? '')) throw err;
+      await new Promise((r) => setTimeout(r, 20 * i + Math.random() * 20));
+    }
+  }
+}

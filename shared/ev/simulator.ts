@@ -14,6 +14,7 @@
 //                  ramp 0.35, 0.7, then 1 over the first Charging readings, jitter 0..-1.5 %
 //   SoC            += power * dt * efficiency / usableKWh (the last step is cut at the target)
 //   energyWh       += power * dt (grid side register)
+import { createHash } from 'node:crypto';
 import { Faker, base, en } from '@faker-js/faker';
 import { FAULT_TYPES, type ChargingState, type EvClock, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../contracts/ev.ts';
 import type { Catalog, CatalogCharger, CatalogVehicle } from './catalog.ts';
@@ -214,7 +215,9 @@ export function planRun(opts: SimOptions): SessionPlan[] {
     };
 
     // Identities: faker (seeded once per run).
-    const sessionId = faker.string.uuid();
+    // Scoped to the run: two runs with the same seed simulate the same sessions under
+    // different ids, so their rows, states and events never collide.
+    const sessionId = runScopedUuid(opts.runId, faker.string.uuid());
     const chargePointId = `CP-${faker.string.alphanumeric({ length: 8, casing: 'upper' })}`;
     const vin = faker.vehicle.vin();
     const location = `${faker.location.buildingNumber()} ${faker.location.street()}, ${faker.location.city()}`;
@@ -598,4 +601,11 @@ export function* simulateRun(opts: SimOptions, plans?: SessionPlan[]): Generator
     clockMs += dtMs;
   }
   yield clock(lastMs + 4 * dtMs, true);
+}
+
+/** A UUID (version 5 layout) from the run id and a seeded one: deterministic, unique per run. */
+export function runScopedUuid(runId: string, seeded: string): string {
+  const h = createHash('sha256').update(`${runId}:${seeded}`).digest('hex');
+  const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }

@@ -1,0 +1,322 @@
+// ev-analytics batch handler with the real detector, an in-memory AnalyticsStore
+// (same semantics as the MySQL one: JSON state per session with its partition and
+// open flag, a clock per run and partition) and a recording EventSink.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pino } from 'pino';
+import type { BatchContext, BatchItem, BatchItemFailure } from '../../shared/amqp/consumer.ts';
+import { EvEventSchema, FAULT_TYPES, type EvEvent, type FaultType } from '../../shared/contracts/ev.ts';
+import { loadCatalog } from '../../shared/ev/catalog.ts';
+import { createDetector, isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
+import { planRun, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
+import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
+import { InvalidReadingError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
+
+const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'ev.analytics.p0' };
+const catalog = loadCatalog();
+const OPTS: SimOptions = { runId: 'run-a', sessions: 40, seed: 3, sampleIntervalS: 30, faultRate: 1, startTime: new Date('2026-01-01T00:00:00Z'), catalog };
+const PLANS = planRun(OPTS);
+const ITEMS: BatchItem<AnalyticsMessage>[] = [...simulateRun(OPTS, PLANS)].map((m) => ({
+  body: m,
+  messageId: m.kind === 'reading' ? m.reading.messageId : `clock:${m.clock.timestamp}:${m.clock.final}`,
+  routingKey: m.kind === 'reading' ? 'ev.reading.x' : 'ev.clock',
+  redelivered: false,
+  publishedAt: undefined,
+  attempt: 1,
+}));
+const FAULTS = new Set<string>(FAULT_TYPES);
+
+// ---- fakes -------------------------------------------------------------------------------------
+
+interface StoredState {
+  partition: number;
+  open: boolean;
+  json: string;
+}
+
+interface FakeStore extends AnalyticsStore {
+  states: Map<string, StoredState>;
+  clocks: Map<string, string>;
+  saves: number;
+  /** Everything stored, in a comparable form. */
+  snapshot(): { states: [string, StoredState][]; clocks: [string, string][] };
+}
+
+function fakeStore(log?: string[]): FakeStore {
+  const s: FakeStore = {
+    states: new Map(),
+    clocks: new Map(),
+    saves: 0,
+    snapshot: () => ({
+      states: [...s.states].sort((a, b) => a[0].localeCompare(b[0])),
+      clocks: [...s.clocks].sort((a, b) => a[0].localeCompare(b[0])),
+    }),
+    async loadStates(ids) {
+      const out = new Map<string, SessionState>();
+      for (const id of ids) {
+        const row = s.states.get(id);
+        if (row) out.set(id, JSON.parse(row.json) as SessionState);
+      }
+      return out;
+    },
+    async loadOpen(partition, runId) {
+      return [...s.states.values()]
+        .filter((r) => r.partition === partition && r.open)
+        .map((r) => JSON.parse(r.json) as SessionState)
+        .filter((st) => st.runId === runId);
+    },
+    async loadClock(partition, runId) {
+      const json = s.clocks.get(`${runId}|${partition}`);
+      return json === undefined ? undefined : (JSON.parse(json) as RunClock);
+    },
+    async save(partition, states, clocks) {
+      log?.push('save');
+      s.saves++;
+      for (const st of states) s.states.set(st.sessionId, { partition, open: isOpen(st), json: JSON.stringify(st) });
+      for (const c of clocks) s.clocks.set(`${c.runId}|${partition}`, JSON.stringify(c));
+    },
+  };
+  return s;
+}
+
+interface FakeSink extends EventSink {
+  batches: EvEvent[][];
+  failNext: number;
+  all(): EvEvent[];
+}
+
+function fakeSink(log?: string[]): FakeSink {
+  const k: FakeSink = {
+    batches: [],
+    failNext: 0,
+    all: () => k.batches.flat(),
+    async publish(events) {
+      log?.push('publish');
+      if (k.failNext > 0 && events.length > 0) {
+        k.failNext--;
+        throw new Error('broker nacked the events');
+      }
+      k.batches.push([...events]);
+    },
+  };
+  return k;
+}
+
+function newHandler(store: AnalyticsStore, events: EventSink) {
+  return createHandler({ detector: createDetector(), store, events, partitionOf: () => 0 });
+}
+
+function batchesOf<T>(list: T[], sizes: number[]): T[][] {
+  const out: T[][] = [];
+  let i = 0;
+  for (let k = 0; i < list.length; k++) {
+    const n = sizes[k % sizes.length]!;
+    out.push(list.slice(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
+async function runBatch(handler: ReturnType<typeof newHandler>, batch: BatchItem<AnalyticsMessage>[]): Promise<BatchItemFailure[]> {
+  const res = await handler(batch, ctx);
+  return res ? res.failures : [];
+}
+
+interface RunResult {
+  store: FakeStore;
+  sink: FakeSink;
+  failures: { item: BatchItem<AnalyticsMessage>; error: unknown }[];
+}
+
+async function runAll(sizes: number[], items = ITEMS): Promise<RunResult> {
+  const store = fakeStore();
+  const sink = fakeSink();
+  const handler = newHandler(store, sink);
+  const failures: RunResult['failures'] = [];
+  for (const batch of batchesOf(items, sizes)) {
+    for (const f of await runBatch(handler, batch)) failures.push({ item: batch[f.index]!, error: f.error });
+  }
+  return { store, sink, failures };
+}
+
+const byId = (events: EvEvent[]) => [...events].sort((a, b) => a.eventId.localeCompare(b.eventId));
+const ids = (events: EvEvent[]) => new Set(events.map((e) => e.eventId));
+
+// Reference run, one batch of 200 at a time.
+let reference: RunResult | undefined;
+async function referenceRun(): Promise<RunResult> {
+  reference ??= await runAll([200]);
+  return reference;
+}
+
+// =================================================================================================
+
+describe('ev-analytics handler', () => {
+  test('a simulated run: exactly the planned fault per session, whatever the batch size', async () => {
+    const results = new Map<string, RunResult>();
+    for (const size of [1, 7, 200]) results.set(String(size), await runAll([size]));
+
+    const ref = results.get('200')!;
+    reference = ref;
+    const events = ref.sink.all();
+    assert.equal(ids(events).size, events.length, 'no event published twice');
+    for (const e of events) EvEventSchema.parse(e);
+
+    for (const plan of PLANS) {
+      assert.ok(plan.fault !== null);
+      const mine = events.filter((e) => e.sessionId === plan.sessionId);
+      const faults = mine.filter((e) => FAULTS.has(e.type)).map((e) => e.type);
+      assert.deepEqual(faults, [plan.fault], `session ${plan.index} (${plan.fault}) raised ${faults.join(', ') || 'no fault'}`);
+      assert.ok(mine.some((e) => e.type === 'charge.started'), `session ${plan.index} never started`);
+      for (const e of mine) {
+        assert.equal(e.runId, OPTS.runId);
+        assert.equal(e.chargePointId, plan.chargePointId);
+      }
+    }
+    // Every fault type of the plan shows up (the run exercises all detectors).
+    assert.deepEqual(new Set(events.filter((e) => FAULTS.has(e.type)).map((e) => e.type as FaultType)), new Set(PLANS.map((p) => p.fault)));
+
+    for (const [name, r] of results) {
+      assert.deepEqual(byId(r.sink.all()), byId(events), `events with batches of ${name}`);
+      assert.deepEqual(r.store.snapshot(), ref.store.snapshot(), `store with batches of ${name}`);
+      assert.equal(r.failures.length, ref.failures.length, `failures with batches of ${name}`);
+    }
+    // The run ends with nothing open: every session finished, faulted or was reported offline.
+    assert.ok([...ref.store.states.values()].every((s) => !s.open));
+    assert.equal(ref.store.states.size, PLANS.length);
+    assert.deepEqual(JSON.parse(ref.store.clocks.get('run-a|0')!).final, true);
+  });
+
+  test('invalid readings come back as failures at their index, naming the problem', async () => {
+    const { failures } = await referenceRun();
+    const planned = PLANS.filter((p) => p.fault === 'charge.invalid_reading');
+    assert.ok(planned.length > 0);
+    assert.equal(failures.length, planned.length);
+    for (const plan of planned) {
+      const f = failures.find((x) => x.item.body.kind === 'reading' && x.item.body.reading.sessionId === plan.sessionId);
+      assert.ok(f, `no failure for session ${plan.index}`);
+      assert.ok(f.error instanceof InvalidReadingError);
+      const expected = plan.faultParams.invalidField === 'socPercent' ? /socPercent 140 outside 0\.\.100/ : /powerW -5000 is negative/;
+      assert.match((f.error as Error).message, expected);
+      assert.ok((f.error as Error).message.includes(f.item.messageId!), 'the message names the reading');
+    }
+
+    // Index within a small batch: the invalid reading in the middle of valid ones and a clock.
+    const at = ITEMS.findIndex((it) => it === failures[0]!.item);
+    const batch = ITEMS.slice(Math.max(0, at - 3), at + 3);
+    const want = batch.indexOf(ITEMS[at]!);
+    const store = fakeStore();
+    const sink = fakeSink();
+    // State up to the batch, then the batch itself.
+    const handler = newHandler(store, sink);
+    for (const b of batchesOf(ITEMS.slice(0, Math.max(0, at - 3)), [500])) await runBatch(handler, b);
+    const got = await runBatch(handler, batch);
+    assert.deepEqual(got.map((f) => f.index), [want]);
+    assert.ok(sink.batches.at(-1)!.some((e) => e.type === 'charge.invalid_reading'), 'the invalid reading is still reported as an event');
+
+    // Redelivered, it fails again (dead-lettered at least once) but raises nothing new.
+    const before = store.snapshot();
+    const again = await runBatch(handler, batch);
+    assert.deepEqual(again.map((f) => f.index), [want]);
+    assert.deepEqual(sink.batches.at(-1), []);
+    assert.deepEqual(store.snapshot(), before);
+  });
+
+  test('replaying processed batches (redelivery) publishes no new event ids and leaves the store unchanged', async () => {
+    const ref = await referenceRun();
+    const store = fakeStore();
+    const sink = fakeSink();
+    const handler = newHandler(store, sink);
+    const batches = batchesOf(ITEMS, [50]);
+    let replays = 0;
+    for (const [k, batch] of batches.entries()) {
+      const published = sink.batches.length;
+      await runBatch(handler, batch);
+      const firstIds = ids(sink.batches.slice(published).flat());
+      if (k % 5 === 0) {
+        // Immediate redelivery of the same batch.
+        const snap = store.snapshot();
+        const mark = sink.batches.length;
+        await runBatch(handler, batch.map((it) => ({ ...it, redelivered: true, attempt: 2 })));
+        const replayed = sink.batches.slice(mark).flat();
+        for (const e of replayed) assert.ok(firstIds.has(e.eventId), `replay of batch ${k} raised new event ${e.eventId}`);
+        assert.deepEqual(store.snapshot(), snap, `replay of batch ${k} changed the store`);
+        replays++;
+      }
+      if (k > 3 && k % 7 === 0) {
+        // A late redelivery of an older batch.
+        const old = batches[k - 3]!;
+        const snap = store.snapshot();
+        const seen = ids(sink.all());
+        await runBatch(handler, old);
+        for (const e of sink.all()) assert.ok(seen.has(e.eventId), `late replay raised new event ${e.eventId}`);
+        assert.deepEqual(store.snapshot(), snap, `late replay of batch ${k - 3} changed the store`);
+      }
+    }
+    assert.ok(replays > 10);
+    assert.deepEqual(ids(sink.all()), ids(ref.sink.all()));
+    assert.deepEqual(store.snapshot(), ref.store.snapshot());
+  });
+
+  test('a standby taking over mid-run (new handler, same store) ends with the same events as a single instance', async () => {
+    const ref = await referenceRun();
+    const store = fakeStore();
+    const sink = fakeSink();
+    // Split in two halves of the stream (mid-session for most sessions), with different batch sizes.
+    const half = Math.floor(ITEMS.length / 2);
+    const first = ITEMS.slice(0, half);
+    assert.ok(PLANS.some((p) => first.some((it) => it.body.kind === 'reading' && it.body.reading.sessionId === p.sessionId && it.body.reading.seq > 0)));
+    const a = newHandler(store, sink);
+    for (const batch of batchesOf(first, [50])) await runBatch(a, batch);
+    const fromA = sink.all().length;
+    assert.ok(fromA > 0 && fromA < ref.sink.all().length, 'both instances raise events');
+    const openAtTakeover = [...store.states.values()].filter((s) => s.open).length;
+    assert.ok(openAtTakeover > 0, 'sessions are still open when the standby takes over');
+    const b = newHandler(store, sink);
+    for (const batch of batchesOf(ITEMS.slice(half), [13])) await runBatch(b, batch);
+    assert.deepEqual(byId(sink.all()), byId(ref.sink.all()));
+    assert.deepEqual(store.snapshot(), ref.store.snapshot());
+  });
+
+  test('events are published before the states are saved; a failed publish saves nothing and the retry yields the same ids', async () => {
+    const ref = await referenceRun();
+    const log: string[] = [];
+    const store = fakeStore(log);
+    const sink = fakeSink(log);
+    const handler = newHandler(store, sink);
+    let failedOnce = false;
+    for (const batch of batchesOf(ITEMS, [200])) {
+      const mark = log.length;
+      const published = sink.batches.length;
+      const raisesEvents = ITEMS.indexOf(batch[0]!) > ITEMS.length / 3 && !failedOnce;
+      if (raisesEvents) {
+        sink.failNext = 1;
+        const saves = store.saves;
+        const snap = store.snapshot();
+        try {
+          await runBatch(handler, batch);
+        } catch (err) {
+          failedOnce = true;
+          assert.match((err as Error).message, /broker nacked/);
+          assert.equal(store.saves, saves, 'nothing saved for the batch whose events were not confirmed');
+          assert.deepEqual(store.snapshot(), snap);
+          assert.deepEqual(log.slice(mark), ['publish']);
+        }
+        if (!failedOnce) {
+          sink.failNext = 0; // that batch raised no event; try the next one
+          continue;
+        }
+        // Redelivered: publishes the events and saves.
+        await runBatch(handler, batch);
+        assert.ok(sink.batches.slice(published).flat().length > 0);
+        assert.ok(store.saves > saves);
+        continue;
+      }
+      await runBatch(handler, batch);
+      assert.deepEqual(log.slice(mark), ['publish', 'save']);
+    }
+    assert.ok(failedOnce, 'the failing publish happened');
+    assert.deepEqual(byId(sink.all()), byId(ref.sink.all()));
+    assert.deepEqual(store.snapshot(), ref.store.snapshot());
+  });
+});
