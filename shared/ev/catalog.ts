@@ -1,5 +1,5 @@
 // The EV catalog (vehicles, charger mix, efficiencies) the charging simulator
-// draws from. The JSON lives in /work/shared/data/ev/vehicles.json; bundles that
+// draws from. The JSON lives in ../shared/data/ev/vehicles.json beside the repository; bundles that
 // run from another directory pass its path explicitly.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -73,7 +73,7 @@ export function parseCatalog(json: unknown): Catalog {
 
 /**
  * Reads and validates the catalog. Without an argument it reads
- * /work/shared/data/ev/vehicles.json relative to this module; bundles running
+ * ../shared/data/ev/vehicles.json (beside the repository) relative to this module; bundles running
  * from another directory pass the path (string, relative to the cwd, or URL).
  */
 export function loadCatalog(path?: string | URL): Catalog {

@@ -11,7 +11,7 @@ import {
   maxPowerKW, planRun, sessionReadings, simulateRun, type SessionPlan, type SimItem, type SimOptions,
 } from '../../shared/ev/simulator.ts';
 
-const CATALOG_FILE = '/work/shared/data/ev/vehicles.json';
+const CATALOG_FILE = new URL('../../../shared/data/ev/vehicles.json', import.meta.url).pathname;
 const catalog = loadCatalog();
 const START = new Date('2025-03-01T08:00:00.000Z');
 
@@ -492,4 +492,13 @@ describe('merged stream', () => {
     assert.throws(() => planRun(options({ sampleIntervalS: 0 })), RangeError);
     assert.throws(() => planRun(options({ sessions: -1 })), RangeError);
   });
+});
+
+test('two runs with the same seed simulate the same sessions under different ids', () => {
+  const a = planRun(options({ runId: 'run-a', sessions: 20, seed: 9 }));
+  const b = planRun(options({ runId: 'run-b', sessions: 20, seed: 9 }));
+  assert.deepEqual(a.map((p) => [p.vehicle.model, p.charger.maxKW, p.startSoc, p.chargeLimitPercent, p.fault]), b.map((p) => [p.vehicle.model, p.charger.maxKW, p.startSoc, p.chargeLimitPercent, p.fault]));
+  const ids = new Set(a.map((p) => p.sessionId));
+  for (const p of b) assert.ok(!ids.has(p.sessionId), 'session ids differ between runs');
+  for (const p of a) assert.match(p.sessionId, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
 });
