@@ -3,6 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import Fastify, { LogController, type FastifyReply } from 'fastify';
 import { z } from 'zod';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
 import { LOGS_EXCHANGE, SourceSchema, logLineMessage, logRoutingKey } from '../../shared/contracts/logs.ts';
@@ -22,6 +23,8 @@ export interface AppDeps {
   log: Logger;
   /** Readiness: the broker connection is up. */
   ready: () => boolean;
+  /** Prometheus registry served at /metrics (no token, like /healthz). */
+  metrics?: Registry;
 }
 
 const LogRunRequestSchema = z.strictObject({
@@ -59,7 +62,7 @@ export function createApp(deps: AppDeps) {
   const app = Fastify({
     loggerInstance: deps.log,
     bodyLimit: deps.bodyLimitBytes,
-    logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' }),
+    logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/metrics' }),
   });
   const expected = Buffer.from(`Bearer ${deps.token}`);
 
@@ -69,7 +72,7 @@ export function createApp(deps: AppDeps) {
   );
 
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url === '/healthz') return;
+    if (req.url === '/healthz' || req.url === '/metrics') return;
     const given = Buffer.from(req.headers.authorization ?? '');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       return fail(reply, 401, req.headers.authorization ? 'wrong bearer token' : 'missing Authorization: Bearer <TRIGGER_TOKEN> header');
@@ -77,6 +80,10 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/healthz', async (_req, reply) => (deps.ready() ? { ok: true } : fail(reply, 503, 'not connected to RabbitMQ')));
+  app.get('/metrics', async (_req, reply) => {
+    if (!deps.metrics) return fail(reply, 404, 'no metrics registry');
+    return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+  });
 
   app.post('/v1/runs', async (req, reply) => {
     const body = parse(RunRequestSchema, req.body ?? {}, 'body');

@@ -25,6 +25,7 @@ const app = createApp({
   bodyLimitBytes: config.BODY_LIMIT_MB * 1024 * 1024,
   log,
   ready: () => deps.amqp.connected,
+  metrics: deps.metrics.registry,
 });
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());

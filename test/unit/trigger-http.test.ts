@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { createApp } from '../../functions/trigger/app.ts';
+import { createMetrics } from '../../shared/metrics.ts';
 import type { Run, RunStore } from '../../functions/trigger/runs.ts';
 import type { Runner, RunPublisher } from '../../functions/trigger/runner.ts';
 import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
@@ -76,7 +77,10 @@ before(() => {
   writeFileSync(path.join(dir, 'secret.txt'), 'outside LOG_DIR');
   symlinkSync(path.join(dir, 'secret.txt'), path.join(dir, 'logs', 'escape.log'));
   mkdirSync(path.join(dir, 'logs', 'sub'));
-  app = createApp({ runs, runner: fakeRunner(sent), ev: evRuns, logDir: path.join(dir, 'logs'), token: TOKEN, bodyLimitBytes: 1024 * 1024, log: pino({ level: 'silent' }), ready: () => true });
+  app = createApp({
+    runs, runner: fakeRunner(sent), ev: evRuns, logDir: path.join(dir, 'logs'), token: TOKEN, bodyLimitBytes: 1024 * 1024,
+    log: pino({ level: 'silent' }), ready: () => true, metrics: createMetrics('trigger').registry,
+  });
 });
 after(async () => {
   await app.close();
@@ -88,6 +92,11 @@ const post = (url: string, payload: unknown, headers: Record<string, string> = a
 describe('authentication', () => {
   test('health needs no token', async () => {
     assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
+  });
+  test('metrics need no token and speak Prometheus', async () => {
+    const res = await app.inject({ url: '/metrics' });
+    assert.equal(res.statusCode, 200);
+    assert.match(res.body, /^# HELP sluice_published_total/m);
   });
   test('a missing token is 401 and says what is expected', async () => {
     const res = await app.inject({ url: '/v1/runs' });
