@@ -22,6 +22,8 @@ run('bash', ['scripts/services.sh']);
 run(process.execPath, ['build.mjs', '--no-check']);
 const ses = await ensureSesEmulator(h.SES_ENDPOINT);
 
+// BENCH_ONLY=logs,ev,latency,cold runs some sections only.
+const only = new Set((process.env.BENCH_ONLY ?? 'logs,ev,latency,cold').split(','));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const report: string[] = [];
@@ -53,9 +55,9 @@ async function logReplay(cleanProcesses: number, file: string, lines: number): P
 }
 
 say(`# sluice benchmarks — ${new Date().toISOString().slice(0, 10)}, ${process.env.BENCH_MACHINE ?? 'this machine'}\n`);
-say('## Log replay, file to both tables (raw_logs and web_requests + log_rejects)\n');
-say('| input | log-clean processes | lines/s (median of 3) |\n|---|---|---|');
-for (const [file, lines] of [['apache_logs', 10_000], ['apache_logs_x10', 100_000]] as const) {
+if (only.has('logs')) say('## Log replay, file to both tables (raw_logs and web_requests + log_rejects)\n');
+if (only.has('logs')) say('| input | log-clean processes | lines/s (median of 3) |\n|---|---|---|');
+for (const [file, lines] of only.has('logs') ? ([['apache_logs', 10_000], ['apache_logs_x10', 100_000]] as const) : []) {
   for (const n of [1, 3]) {
     const rates: number[] = [];
     for (let i = 0; i < 3; i++) rates.push(await logReplay(n, file, lines));
@@ -79,6 +81,7 @@ async function evStack<T>(fn: (trigger: Awaited<ReturnType<typeof h.startFunctio
 const finalClocks = (pool: Awaited<ReturnType<typeof h.resetEnvironment>>, runId: string) =>
   h.count(pool, "SELECT COUNT(*) FROM ev_analytics_clock WHERE run_id = ? AND JSON_EXTRACT(clock, '$.final') = true", [runId]);
 
+if (only.has('ev')) {
 say('\n## EV readings through ev-analytics (default settings, unpaced run: 400 sessions, faultRate 0.1)\n');
 const evRate = await evStack(async (trigger, pool) => {
   const t0 = performance.now();
@@ -90,7 +93,9 @@ const evRate = await evStack(async (trigger, pool) => {
   return { readings, seconds };
 });
 say(`${evRate.readings.toLocaleString('en')} messages (readings and clock ticks) in ${evRate.seconds.toFixed(1)} s: **${Math.round(evRate.readings / evRate.seconds).toLocaleString('en')} readings/s** (publish, analytics and state persistence included)\n`);
+}
 
+if (only.has('latency')) {
 say('## Latency, reading published -> email accepted by SES (paced run: 100 sessions at speed 3600, owner emails)\n');
 say('From the Finishing reading\'s publish time (its AMQP timestamp, kept in ev_readings.published_at) to SES accepting the mail (email_outbox.sent_at).\n');
 const latencies = await evStack(async (trigger, pool) => {
@@ -105,10 +110,11 @@ const latencies = await evStack(async (trigger, pool) => {
   return rows.map((r) => r.sent_at.getTime() - r.published_at.getTime());
 });
 say(`${latencies.length} emails: p50 **${Math.round(percentile(latencies, 50))} ms**, p99 **${Math.round(percentile(latencies, 99))} ms**, max ${Math.round(Math.max(...latencies))} ms (operator alerts wait GROUP_WINDOW_S=30 s on purpose and are not in these figures)\n`);
+}
 
-say('## Bundles and cold start (process start -> consuming or listening, median of 5)\n');
-say('| function | bundle | cold start |\n|---|---|---|');
-{
+if (only.has('cold')) {
+  say('## Bundles and cold start (process start -> consuming or listening, median of 5)\n');
+  say('| function | bundle | cold start |\n|---|---|---|');
   const pool = await h.resetEnvironment();
   await (await h.startFunction('log-lake')).kill(); // migrate once: cold starts below do not include first-time migrations
   for (const fn of readdirSync(path.join(root, 'dist')).sort()) {

@@ -141,21 +141,32 @@ export function createDispatcher(opts: DispatcherOptions) {
 
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<unknown> | null = null;
+  let again = false;
+  let loop: (() => void) | null = null;
   return {
     tick,
     start(pollMs: number) {
       let failures = 0;
-      const loop = () => {
+      loop = () => {
+        timer = null;
+        again = false;
         running = tick()
           .then(() => void (failures = 0))
           .catch((err) => opts.log.error({ err: String(err), failures: ++failures }, 'outbox pass failed'))
           .finally(() => {
             running = null;
-            // Back off while the database is unhappy, up to 10 s.
-            if (!stopped) timer = setTimeout(loop, Math.min(10_000, pollMs * 2 ** failures));
+            if (stopped) return;
+            // Back off while the database is unhappy, up to 10 s; at once when woken meanwhile.
+            timer = setTimeout(loop!, again && failures === 0 ? 0 : Math.min(10_000, pollMs * 2 ** failures));
           });
       };
       loop();
+    },
+    /** New rows are due: look now instead of at the next poll. */
+    wake() {
+      if (stopped || !loop) return;
+      if (running) again = true;
+      else if (timer) clearTimeout(timer), loop();
     },
     async stop() {
       stopped = true;

@@ -28,6 +28,8 @@ export interface NotifyDeps {
   operatorEmail: string;
   groupWindowMs: number;
   now?: () => Date;
+  /** Called once rows are committed (the dispatcher sends due ones at once). */
+  onEnqueued?: () => void;
 }
 
 export function outboxRows(event: EvEvent, deps: NotifyDeps, now: Date): OutboxRow[] {
@@ -52,6 +54,8 @@ export function createHandler(deps: NotifyDeps): BatchHandler<EvEvent> {
   const now = deps.now ?? (() => new Date());
   return async (items) => {
     const at = now();
-    await deps.outbox.enqueue(items.flatMap((i) => outboxRows(i.body, deps, at)));
+    const rows = items.flatMap((i) => outboxRows(i.body, deps, at));
+    await deps.outbox.enqueue(rows);
+    if (rows.length > 0) deps.onEnqueued?.();
   };
 }

@@ -22,6 +22,12 @@ const dispatcher = createDispatcher({
 dispatcher.start(config.OUTBOX_POLL_MS);
 deps.onStop(() => dispatcher.stop());
 await runQueueFunction(deps, [
-  consume(QUEUE, jsonContract('ev.event', EvEventSchema), createHandler({ outbox, rules: config.EMAIL_RULES, operatorEmail: config.ALERT_EMAIL, groupWindowMs: config.GROUP_WINDOW_S * 1000 })),
+  consume(QUEUE, jsonContract('ev.event', EvEventSchema), createHandler({
+    outbox,
+    rules: config.EMAIL_RULES,
+    operatorEmail: config.ALERT_EMAIL,
+    groupWindowMs: config.GROUP_WINDOW_S * 1000,
+    onEnqueued: () => dispatcher.wake(),
+  })),
 ]);
 log.info({ ses: config.SES_ENDPOINT ?? 'AWS', rules: config.EMAIL_RULES }, 'notifying');

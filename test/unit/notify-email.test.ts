@@ -770,3 +770,22 @@ describe('ses classify', () => {
     assert.equal(classify('weird').outcome, 'unknown');
   });
 });
+
+describe('dispatcher wake-up', () => {
+  test('a committed batch wakes the dispatcher: due mail goes out without waiting for the next poll', async () => {
+    const clock = fakeClock();
+    const outbox = fakeOutbox();
+    const sender = fakeSender(clock);
+    const dispatcher = createDispatcher({ store: outbox, sender, log, operatorAddress: OPERATOR, maxPerSecond: 1000, maxAttempts: 5, now: clock.now, sleep: clock.sleep });
+    const handler = createHandler({ outbox, rules: parseRules(DEFAULT_RULES), operatorEmail: OPERATOR, groupWindowMs: WINDOW_MS, now: clock.now, onEnqueued: () => dispatcher.wake() });
+    dispatcher.start(3_600_000); // an hour between polls: only wake() can send in time
+    try {
+      await new Promise((r) => setTimeout(r, 20)); // the first (empty) pass
+      await handler([item(evEvent({ sessionId: 'w1' }))], ctx);
+      for (let i = 0; i < 100 && sender.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(sender.calls.length, 1);
+    } finally {
+      await dispatcher.stop();
+    }
+  });
+});
