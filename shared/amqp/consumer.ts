@@ -36,6 +36,12 @@ export interface BatchItem<T> {
 export interface BatchContext {
   log: Logger;
   queue: string;
+  /**
+   * Changes whenever the consumer subscribes anew (reconnect, hand-over). While it stays
+   * the same on a single-active-consumer queue, no other consumer has had the queue, so
+   * state kept in memory for it is still ours.
+   */
+  subscription?: number;
 }
 
 export interface BatchItemFailure {
@@ -77,6 +83,7 @@ export interface Consumer {
 interface Delivery {
   msg: ConsumeMessage;
   ch: Channel;
+  subscription: number;
 }
 
 type Outcome = { kind: 'ack' } | { kind: 'retry'; reason: string } | { kind: 'dead'; reason: string };
@@ -94,11 +101,13 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let pausing = false;
   let lastDeliveryAt = 0;
   let model: ChannelModel | null = null;
+  let subscriptions = 0;
 
   async function subscribe(m: ChannelModel): Promise<void> {
     model = m;
     if (stopping) return;
     const ch = await m.createChannel();
+    const subscription = ++subscriptions;
     ch.on('error', (err: Error) => log.warn({ err: err.message, queue }, 'consumer channel error'));
     ch.on('close', () => {
       if (channel !== ch) return;
@@ -113,7 +122,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     const { consumerTag: tag } = await ch.consume(queue, (msg) => {
       if (msg === null) return amqp.reset(`broker cancelled the consumer of ${queue}`);
       lastDeliveryAt = Date.now();
-      buffer.push({ msg, ch });
+      buffer.push({ msg, ch, subscription });
       schedule();
     });
     channel = ch;
@@ -168,7 +177,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     });
 
     const started = performance.now();
-    const failures = await runHandler(items);
+    const failures = await runHandler(items, batch[0]!.subscription);
     opts.metrics?.batchSeconds.observe({ queue }, (performance.now() - started) / 1000);
     items.forEach((item, i) => {
       const err = failures.get(i);
@@ -209,10 +218,10 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   }
 
   /** Runs the handler; returns the failed items by index. A throwing batch is retried item by item. */
-  async function runHandler(items: BatchItem<T>[]): Promise<Map<number, unknown>> {
+  async function runHandler(items: BatchItem<T>[], subscription: number): Promise<Map<number, unknown>> {
     const failures = new Map<number, unknown>();
     if (items.length === 0) return failures;
-    const ctx: BatchContext = { log, queue };
+    const ctx: BatchContext = { log, queue, subscription };
     try {
       const result = await opts.handler(items, ctx);
       for (const f of result?.failures ?? []) failures.set(f.index, f.error);
