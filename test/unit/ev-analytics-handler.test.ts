@@ -320,3 +320,55 @@ describe('ev-analytics handler', () => {
     assert.deepEqual(store.snapshot(), ref.store.snapshot());
   });
 });
+
+describe('memory of a held partition', () => {
+  const faultsOf = (events: EvEvent[]) => new Set(events.filter((e) => FAULTS.has(e.type)).map((e) => `${e.sessionId} ${e.type}`));
+  const expected = new Set(PLANS.map((p) => `${p.sessionId} ${p.fault}`));
+  const half = Math.floor(ITEMS.length / 2);
+
+  test('states are read from the store once while the subscription stays the same', async () => {
+    const store = fakeStore();
+    let loads = 0;
+    const counting: AnalyticsStore = { ...store, loadStates: (ids) => ((loads += ids.length), store.loadStates(ids)), save: store.save };
+    const sink = fakeSink();
+    const handler = newHandler(counting, sink);
+    const batches = batchesOf(ITEMS, [50]);
+    for (const batch of batches) await handler(batch, { ...ctx, subscription: 1 });
+    // Reading every batch's sessions from the store would cost this many look-ups:
+    const perBatch = batches.reduce((n, b) => n + new Set(b.flatMap((i) => (i.body.kind === 'reading' ? [i.body.reading.sessionId] : []))).size, 0);
+    // Once per session, again only for a session read after it closed (a fault's Finishing reading).
+    assert.ok(loads <= PLANS.length * 1.5, `${loads} look-ups for ${PLANS.length} sessions`);
+    assert.ok(loads * 10 < perBatch, `${loads} look-ups, against ${perBatch} without memory`);
+    assert.deepEqual(faultsOf(sink.all()), expected);
+  });
+
+  test('a new subscription drops the memory: another holder\'s progress in the store is picked up', async () => {
+    const store = fakeStore();
+    const sink = fakeSink();
+    const mine = newHandler(store, sink);
+    const other = newHandler(store, sink);
+    // I hold the partition, then another instance has it for a while, then I get it back.
+    for (const batch of batchesOf(ITEMS.slice(0, half), [40])) await mine(batch, { ...ctx, subscription: 1 });
+    for (const batch of batchesOf(ITEMS.slice(half, half + 2_000), [40])) await other(batch, { ...ctx, subscription: 1 });
+    for (const batch of batchesOf(ITEMS.slice(half + 2_000), [40])) await mine(batch, { ...ctx, subscription: 2 });
+    assert.deepEqual(faultsOf(sink.all()), expected);
+    const ids = sink.all().map((e) => e.eventId);
+    assert.equal(ids.length, new Set(ids).size, 'no event raised twice');
+  });
+
+  test('keeping the old subscription after another holder had the partition would be wrong (the test above can fail)', async () => {
+    const store = fakeStore();
+    const sink = fakeSink();
+    const mine = newHandler(store, sink);
+    const other = newHandler(store, sink);
+    for (const batch of batchesOf(ITEMS.slice(0, half), [40])) await mine(batch, { ...ctx, subscription: 1 });
+    for (const batch of batchesOf(ITEMS.slice(half, half + 2_000), [40])) await other(batch, { ...ctx, subscription: 1 });
+    // Same subscription number: stale memory, so states saved by the other holder are overwritten or ignored.
+    for (const batch of batchesOf(ITEMS.slice(half + 2_000), [40])) await mine(batch, { ...ctx, subscription: 1 });
+    const ids = sink.all().map((e) => e.eventId);
+    assert.notDeepEqual(
+      { faults: faultsOf(sink.all()), unique: ids.length === new Set(ids).size },
+      { faults: expected, unique: true },
+    );
+  });
+});
