@@ -40,9 +40,6 @@ export class InvalidReadingError extends PermanentError {
   override name = 'InvalidReadingError';
 }
 
-type Reading = Extract<AnalyticsMessage, { kind: 'reading' }>['reading'];
-type Clock = Extract<AnalyticsMessage, { kind: 'clock' }>['clock'];
-
 /** What one partition's holder keeps in memory between batches. */
 interface PartitionCache {
   subscription: number | undefined;
