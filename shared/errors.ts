@@ -25,3 +25,24 @@ export class ConfigError extends Error {
 }
 
 export const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** A dependency cannot be reached right now; the message itself is fine. */
+export class UnavailableError extends Error {
+  override name = 'UnavailableError';
+}
+
+// Connection-level failures of MySQL (mysql2 marks them `fatal`) and of sockets in general.
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+  'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN',
+]);
+
+/** True when `err` (or its cause) says a dependency is down rather than that the work is wrong. */
+export function isUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof UnavailableError) return true;
+    const { code, fatal } = e as { code?: string; fatal?: boolean };
+    if (fatal === true || (code !== undefined && UNAVAILABLE_CODES.has(code))) return true;
+  }
+  return false;
+}

@@ -3,7 +3,7 @@
 // on shutdown stops every run in flight and records where it stopped.
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
-import { errorMessage } from '../../shared/errors.ts';
+import { errorMessage, isUnavailable } from '../../shared/errors.ts';
 import type { RunStore } from './runs.ts';
 
 export interface Progress {
@@ -73,13 +73,13 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       await waitUntil(() => inFlight === 0);
       const error = workError ?? failure;
       if (error) throw error;
-      await deps.runs.finish(runId, { state: 'done', ...progress });
+      await untilAvailable(() => deps.runs.finish(runId, { state: 'done', ...progress }));
       deps.log.info({ runId, ...progress }, 'run done');
       return progress;
     } catch (err) {
       const reason = abort.signal.aborted ? 'stopped: the trigger shut down during the run' : errorMessage(err);
       deps.log.error({ runId, ...progress, err: reason }, 'run failed');
-      await deps.runs.finish(runId, { state: 'failed', ...progress, error: reason }).catch(() => {});
+      await untilAvailable(() => deps.runs.finish(runId, { state: 'failed', ...progress, error: reason })).catch(() => {});
       throw err;
     } finally {
       clearInterval(timer);
@@ -106,4 +106,16 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       await Promise.allSettled([...active.values()].map((r) => r.done));
     },
   };
+}
+
+/** Record a run's end even across a short database outage (up to about a minute). */
+async function untilAvailable(fn: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isUnavailable(err) || attempt >= 12) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(10_000, 250 * 2 ** attempt)));
+    }
+  }
 }

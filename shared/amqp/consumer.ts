@@ -13,7 +13,7 @@ import type { AmqpClient } from './connection.ts';
 import type { Publisher } from './publisher.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { PermanentError, errorMessage } from '../errors.ts';
+import { PermanentError, errorMessage, isUnavailable } from '../errors.ts';
 import { deadLetterQueue, retryQueue } from '../../infra/topology.ts';
 
 /** Decodes and validates a message; throws PoisonMessageError naming what is wrong. */
@@ -177,7 +177,18 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     });
 
     const started = performance.now();
-    const failures = await runHandler(items, batch[0]!.subscription);
+    let failures = await runHandler(items, batch[0]!.subscription);
+    // A dependency is down (the database, typically): that says nothing about the messages.
+    // Hold the batch - unacked, in order, no attempt counted - and try again with a backoff,
+    // instead of spending the messages' attempts and dead-lettering them during an outage.
+    for (let pause = 1; [...failures.values()].some(isUnavailable); pause++) {
+      if (stopping || !batch.every((d) => d.ch === channel)) return; // the broker gives them back
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(pause, 7));
+      const cause = errorMessage([...failures.values()].find(isUnavailable));
+      log.warn({ queue, delay, pause, err: cause }, 'a dependency is unavailable; holding the batch');
+      await new Promise((r) => setTimeout(r, delay));
+      failures = await runHandler(items, batch[0]!.subscription);
+    }
     opts.metrics?.batchSeconds.observe({ queue }, (performance.now() - started) / 1000);
     items.forEach((item, i) => {
       const err = failures.get(i);
@@ -227,6 +238,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       for (const f of result?.failures ?? []) failures.set(f.index, f.error);
       return failures;
     } catch (err) {
+      if (isUnavailable(err)) return new Map(items.map((_, i) => [i, err]));
       if (items.length === 1) return failures.set(0, err);
       log.warn({ queue, err: errorMessage(err), size: items.length }, 'batch failed; handling its messages one by one');
     }
