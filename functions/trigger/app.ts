@@ -1,14 +1,13 @@
 // The trigger's HTTP API as a Fastify app. No env, no listen: index.ts wires it.
 import { timingSafeEqual } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import Fastify, { LogController, type FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
-import { LOGS_EXCHANGE, SourceSchema, logLineMessage, logRoutingKey } from '../../shared/contracts/logs.ts';
-import { readLines } from '../../shared/weblog/lines.ts';
-import type { Runner, RunWork } from './runner.ts';
+import { SourceSchema } from '../../shared/contracts/logs.ts';
+import { publishFile, publishLines } from './log-runs.ts';
+import type { Runner } from './runner.ts';
 import type { RunStore } from './runs.ts';
 import { resolveLogFile } from './paths.ts';
 import { EvRunRequestSchema, type EvRuns } from './ev-runs.ts';
@@ -46,16 +45,6 @@ function fail(reply: FastifyReply, statusCode: 400 | 401 | 404 | 503, message: s
 function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): { ok: true; data: z.infer<S> } | { ok: false; message: string } {
   const result = schema.safeParse(value);
   return result.success ? { ok: true, data: result.data } : { ok: false, message: `invalid ${where}: ${describeIssues(result.error)}` };
-}
-
-/** Publish every line of a byte stream as one message of run `runId`. */
-function publishLines(runId: string, source: string, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): RunWork {
-  return async (out) => {
-    const routingKey = logRoutingKey(source);
-    for await (const { line, lineNo, byteOffset } of readLines(chunks)) {
-      await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage({ runId, source, lineNo, byteOffset }));
-    }
-  };
 }
 
 export function createApp(deps: AppDeps) {
@@ -97,7 +86,7 @@ export function createApp(deps: AppDeps) {
     if (!file.ok) return fail(reply, file.status, file.message);
     const source = request.source ?? file.defaultSource;
     const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
-    deps.runner.start(run.id, publishLines(run.id, source, createReadStream(file.path, { highWaterMark: 256 * 1024 })));
+    deps.runner.start(run.id, publishFile(run.id, source, file.path));
     return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
   });
 

@@ -6,8 +6,8 @@ import type { Pool } from '../../shared/db/pool.ts';
 import { CLOCK_ROUTING_KEY, EV_EXCHANGE, readingRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
 import type { Catalog } from '../../shared/ev/catalog.ts';
-import { planRun, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
-import type { Runner } from './runner.ts';
+import { planRun, simulateRun, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import type { Position, Runner } from './runner.ts';
 import type { Run, RunStore } from './runs.ts';
 
 export const EvRunRequestSchema = z.strictObject({
@@ -25,61 +25,83 @@ export type EvRunRequest = z.infer<typeof EvRunRequestSchema>;
 
 export interface EvRuns {
   start(request: EvRunRequest): Promise<Run>;
+  /** Continue a run whose trigger died, from its checkpoint (the same seed replays the same stream). */
+  resume(run: Run): void;
 }
 
 export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool; catalog: Catalog; now?: () => number; sleep?: (ms: number) => Promise<void> }): EvRuns {
   const now = deps.now ?? (() => performance.now());
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+
+  function optionsOf(run: Run): { opts: SimOptions; speed: number } {
+    const p = EvRunRequestSchema.extend({ seed: z.number().int(), startTime: z.iso.datetime({ offset: true }) }).parse(run.params);
+    return {
+      opts: { runId: run.id, sessions: p.sessions, seed: p.seed, sampleIntervalS: p.sampleIntervalS, faultRate: p.faultRate, startTime: new Date(p.startTime), catalog: deps.catalog },
+      speed: p.speed,
+    };
+  }
+
+  function launch(run: Run, opts: SimOptions, speed: number, plans: SessionPlan[], from?: Position): void {
+    const skip = from?.item ?? 0;
+    deps.runner.start(
+      run.id,
+      async (out) => {
+        let wallStart = 0;
+        let simStart: number | null = null;
+        let item = -1;
+        for (const next of simulateRun(opts, plans)) {
+          if (++item < skip) continue; // published before the trigger that ran it died
+          const simMs = Date.parse(next.kind === 'reading' ? next.reading.timestamp : next.clock.timestamp);
+          if (simStart === null) (simStart = simMs), (wallStart = now());
+          // Pacing: simulated time runs `speed` times faster than real time.
+          const ahead = (simMs - simStart) / speed - (now() - wallStart);
+          if (ahead > 5) await sleep(ahead);
+          const position = { item, offset: 0 };
+          if (next.kind === 'reading') {
+            const r = next.reading;
+            await out.publish(
+              EV_EXCHANGE,
+              readingRoutingKey(r.vehicle.make),
+              encodeJson(r),
+              {
+                messageId: r.messageId,
+                contentType: 'application/json',
+                type: 'ev.reading',
+                // Milliseconds (not the spec's seconds): ev-store keeps it to measure end-to-end lag.
+                timestamp: Date.now(),
+                // The consistent-hash exchange partitions readings on this header.
+                headers: { sessionId: r.sessionId },
+              },
+              position,
+            );
+          } else {
+            const c = next.clock;
+            await out.publish(EV_EXCHANGE, CLOCK_ROUTING_KEY, encodeJson(c), { messageId: `${c.runId}:clock:${c.timestamp}`, contentType: 'application/json', type: 'ev.clock' }, position);
+          }
+        }
+      },
+      from,
+    );
+  }
+
   return {
     async start(request) {
       const seed = request.seed ?? Math.floor(Math.random() * 2 ** 32);
-      const params = { ...request, seed };
-      const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params });
-      const opts: SimOptions = {
-        runId: run.id,
-        sessions: request.sessions,
-        seed,
-        sampleIntervalS: request.sampleIntervalS,
-        faultRate: request.faultRate,
-        startTime: request.startTime ? new Date(request.startTime) : new Date(),
-        catalog: deps.catalog,
-      };
+      const startTime = request.startTime ?? new Date().toISOString();
+      // Everything needed to replay the same stream is kept with the run.
+      const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params: { ...request, seed, startTime } });
+      const { opts, speed } = optionsOf(run);
       const plans = planRun(opts);
       const truth = plans.filter((p) => p.fault !== null).map((p) => [run.id, p.sessionId, p.fault]);
       for (let i = 0; i < truth.length; i += 1_000) {
         await deps.pool.query('INSERT IGNORE INTO ev_sim_truth (run_id, session_id, fault) VALUES ?', [truth.slice(i, i + 1_000)]);
       }
-      deps.runner.start(run.id, async (out) => {
-        const wallStart = now();
-        let simStart: number | null = null;
-        for (const item of simulateRun(opts, plans)) {
-          const simMs = Date.parse(item.kind === 'reading' ? item.reading.timestamp : item.clock.timestamp);
-          simStart ??= simMs;
-          // Pacing: simulated time runs `speed` times faster than real time.
-          const ahead = (simMs - simStart) / request.speed - (now() - wallStart);
-          if (ahead > 5) await sleep(ahead);
-          if (item.kind === 'reading') {
-            const r = item.reading;
-            await out.publish(EV_EXCHANGE, readingRoutingKey(r.vehicle.make), encodeJson(r), {
-              messageId: r.messageId,
-              contentType: 'application/json',
-              type: 'ev.reading',
-              // Milliseconds (not the spec's seconds): ev-store keeps it to measure end-to-end lag.
-              timestamp: Date.now(),
-              // The consistent-hash exchange partitions readings on this header.
-              headers: { sessionId: r.sessionId },
-            });
-          } else {
-            const c = item.clock;
-            await out.publish(EV_EXCHANGE, CLOCK_ROUTING_KEY, encodeJson(c), {
-              messageId: `${c.runId}:clock:${c.timestamp}`,
-              contentType: 'application/json',
-              type: 'ev.clock',
-            });
-          }
-        }
-      });
+      launch(run, opts, speed, plans);
       return run;
+    },
+    resume(run) {
+      const { opts, speed } = optionsOf(run);
+      launch(run, opts, speed, planRun(opts), run.checkpoint);
     },
   };
 }

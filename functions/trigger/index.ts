@@ -6,6 +6,7 @@ import { createApp } from './app.ts';
 import { DEV_TOKEN, configShape } from './config.ts';
 import { createEvRuns } from './ev-runs.ts';
 import { createRunner } from './runner.ts';
+import { startResumer } from './resume.ts';
 import { createRunStore } from './runs.ts';
 
 const deps = await boot('trigger', configShape);
@@ -27,6 +28,8 @@ const app = createApp({
   ready: () => deps.amqp.connected,
   metrics: deps.metrics.registry,
 });
+const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000 });
+deps.onStop(() => resumer.stop());
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());
 const address = await app.listen({ port: config.HTTP_PORT, host: config.HTTP_HOST });

@@ -1,6 +1,8 @@
 // Runs execute in the background of the trigger. The runner records progress
-// (only what the broker confirmed counts as published), the final state, and
-// on shutdown stops every run in flight and records where it stopped.
+// (only what the broker confirmed counts as published), a checkpoint (the
+// position of the first message not yet confirmed, from where a run can resume
+// after its trigger died), the final state, and on shutdown stops every run in
+// flight and records where it stopped, for another trigger to take it over.
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
 import { errorMessage, isUnavailable } from '../../shared/errors.ts';
@@ -13,9 +15,15 @@ export interface Progress {
   published: number;
 }
 
+/** Where a message sits in its source: `item` messages come before it, it starts at byte `offset`. */
+export interface Position {
+  item: number;
+  offset: number;
+}
+
 /** Publishes a stream of messages with bounded memory and counts the confirms. */
 export interface RunPublisher {
-  publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions): Promise<void>;
+  publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions, position: Position): Promise<void>;
   readonly progress: Progress;
   readonly signal: AbortSignal;
 }
@@ -23,8 +31,8 @@ export interface RunPublisher {
 export type RunWork = (out: RunPublisher) => Promise<void>;
 
 export interface Runner {
-  /** Run `work` in the background; its run row is finished when it ends. */
-  start(runId: string, work: RunWork): void;
+  /** Run `work` in the background; its run row is finished when it ends. `from`: a resumed run's checkpoint. */
+  start(runId: string, work: RunWork, from?: Position): void;
   /** Run `work` and wait for it (and every confirm) before returning. */
   runNow(runId: string, work: RunWork): Promise<Progress>;
   readonly active: number;
@@ -35,8 +43,11 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
   const active = new Map<string, { abort: AbortController; done: Promise<Progress> }>();
   const maxInFlight = deps.maxInFlightPerRun ?? 1_000;
 
-  async function execute(runId: string, work: RunWork, abort: AbortController): Promise<Progress> {
-    const progress: Progress = { lines: 0, published: 0 };
+  async function execute(runId: string, work: RunWork, abort: AbortController, from: Position): Promise<Progress> {
+    const progress: Progress = { lines: from.item, published: from.item };
+    // Positions of unconfirmed messages, in publish order; the checkpoint is the first of them.
+    const unconfirmed: { position: Position; confirmed: boolean }[] = [];
+    let checkpoint: Position = from;
     let inFlight = 0;
     let failure: unknown = null;
     let wake: (() => void) | null = null;
@@ -46,7 +57,7 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
     const out: RunPublisher = {
       progress,
       signal: abort.signal,
-      async publish(exchange, routingKey, content, options) {
+      async publish(exchange, routingKey, content, options, position) {
         if (failure) throw failure;
         abort.signal.throwIfAborted();
         // Bounded memory: a 2 GB file never has more than maxInFlight messages in the air.
@@ -54,9 +65,20 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
         if (failure) throw failure;
         progress.lines++;
         inFlight++;
+        const entry = { position, confirmed: false };
+        unconfirmed.push(entry);
         deps.publisher
           .publish(exchange, routingKey, content, options)
-          .then(() => void progress.published++, (err) => void (failure ??= err))
+          .then(
+            () => {
+              progress.published++;
+              entry.confirmed = true;
+              // Resume from the first message still unconfirmed (or, when none is, from the last one: one duplicate at most).
+              while (unconfirmed.length > 1 && unconfirmed[0]!.confirmed) unconfirmed.shift();
+              checkpoint = unconfirmed[0]!.position;
+            },
+            (err) => void (failure ??= err),
+          )
           .finally(() => {
             inFlight--;
             wake?.();
@@ -65,7 +87,7 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       },
     };
     const timer = setInterval(() => {
-      deps.runs.progress(runId, progress.lines, progress.published).catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'));
+      deps.runs.progress(runId, progress.lines, progress.published, checkpoint).catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'));
     }, deps.progressEveryMs ?? 1_000);
     try {
       let workError: unknown = null;
@@ -77,7 +99,15 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       deps.log.info({ runId, ...progress }, 'run done');
       return progress;
     } catch (err) {
-      const reason = abort.signal.aborted ? 'stopped: the trigger shut down during the run' : errorMessage(err);
+      if (abort.signal.aborted) {
+        // A trigger going down (a deploy, a scale-in) does not end its runs: once every
+        // confirm is in, the checkpoint is recorded and a live trigger resumes the run.
+        await waitUntil(() => inFlight === 0);
+        await deps.runs.progress(runId, progress.lines, progress.published, checkpoint).catch(() => {});
+        deps.log.info({ runId, ...progress, checkpoint }, 'run handed back: another trigger will resume it');
+        throw err;
+      }
+      const reason = errorMessage(err);
       deps.log.error({ runId, ...progress, err: reason }, 'run failed');
       await untilAvailable(() => deps.runs.finish(runId, { state: 'failed', ...progress, error: reason })).catch(() => {});
       throw err;
@@ -86,18 +116,18 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
     }
   }
 
-  function launch(runId: string, work: RunWork): Promise<Progress> {
+  function launch(runId: string, work: RunWork, from: Position = { item: 0, offset: 0 }): Promise<Progress> {
     const abort = new AbortController();
-    const done = execute(runId, work, abort).finally(() => active.delete(runId));
+    const done = execute(runId, work, abort, from).finally(() => active.delete(runId));
     active.set(runId, { abort, done });
     return done;
   }
 
   return {
-    start(runId, work) {
-      launch(runId, work).catch(() => {}); // recorded in the run row
+    start(runId, work, from) {
+      launch(runId, work, from).catch(() => {}); // recorded in the run row
     },
-    runNow: launch,
+    runNow: (runId, work) => launch(runId, work),
     get active() {
       return active.size;
     },

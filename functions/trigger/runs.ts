@@ -14,6 +14,8 @@ export interface Run {
   params: Record<string, unknown> | null;
   lines: number;
   published: number;
+  /** Where a resumed run starts again: messages before it, and its byte offset in the file. */
+  checkpoint: { item: number; offset: number };
   error: string | null;
   createdAt: string;
   updatedAt: string;
@@ -24,32 +26,32 @@ export interface RunStore {
   create(run: { kind: RunKind; source?: string | null; file?: string | null; params?: Record<string, unknown> | null }): Promise<Run>;
   get(id: string): Promise<Run | null>;
   list(limit: number): Promise<Run[]>;
-  progress(id: string, lines: number, published: number): Promise<void>;
+  progress(id: string, lines: number, published: number, checkpoint: { item: number; offset: number }): Promise<void>;
+  /** Take over runs whose trigger stopped reporting progress `staleAfterMs` ago; returns those this caller won. */
+  claimStale(staleAfterMs: number): Promise<Run[]>;
   finish(id: string, result: { state: 'done' | 'failed'; lines: number; published: number; error?: string | null }): Promise<void>;
   /** Rows stored for a run by the consumers, table by table. */
   stored(run: Run): Promise<Record<string, number>>;
 }
 
-/** A running run whose trigger has not reported progress for this long is shown as failed. */
-export const STALE_AFTER_MS = 30_000;
-
 interface RunRow {
   id: string; kind: RunKind; state: RunState; source: string | null; file: string | null; params: unknown;
-  lines: number; published: number; error: string | null; created_at: Date; updated_at: Date; finished_at: Date | null;
+  lines: number; published: number; checkpoint_item: number; checkpoint_offset: number; error: string | null;
+  created_at: Date; updated_at: Date; finished_at: Date | null;
 }
 
-function toRun(r: RunRow, now = Date.now()): Run {
-  const stale = r.state === 'running' && now - r.updated_at.getTime() > STALE_AFTER_MS;
+function toRun(r: RunRow): Run {
   return {
     id: r.id,
     kind: r.kind,
-    state: stale ? 'failed' : r.state,
+    state: r.state,
     source: r.source,
     file: r.file,
     params: (typeof r.params === 'string' ? JSON.parse(r.params) : r.params) as Run['params'],
     lines: Number(r.lines),
     published: Number(r.published),
-    error: stale ? 'interrupted: the trigger running it stopped reporting progress' : r.error,
+    checkpoint: { item: Number(r.checkpoint_item), offset: Number(r.checkpoint_offset) },
+    error: r.error,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
     finishedAt: r.finished_at?.toISOString() ?? null,
@@ -62,7 +64,7 @@ const STORED_TABLES: Record<RunKind, string[]> = {
 };
 
 export function createRunStore(pool: Pool): RunStore {
-  const select = 'SELECT id, kind, state, source, file, params, `lines`, published, error, created_at, updated_at, finished_at FROM runs';
+  const select = 'SELECT id, kind, state, source, file, params, `lines`, published, checkpoint_item, checkpoint_offset, error, created_at, updated_at, finished_at FROM runs';
   return {
     async create({ kind, source = null, file = null, params = null }) {
       const id = randomUUID();
@@ -81,8 +83,27 @@ export function createRunStore(pool: Pool): RunStore {
       const [rows] = (await pool.query(`${select} ORDER BY created_at DESC LIMIT ?`, [limit])) as [RunRow[], unknown];
       return rows.map((r) => toRun(r));
     },
-    async progress(id, lines, published) {
-      await pool.query("UPDATE runs SET `lines` = ?, published = ?, updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND state = 'running'", [lines, published, id]);
+    async progress(id, lines, published, checkpoint) {
+      await pool.query(
+        "UPDATE runs SET `lines` = ?, published = ?, checkpoint_item = ?, checkpoint_offset = ?, updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND state = 'running'",
+        [lines, published, checkpoint.item, checkpoint.offset, id],
+      );
+    },
+    async claimStale(staleAfterMs) {
+      const [rows] = (await pool.query(
+        "SELECT id FROM runs WHERE state = 'running' AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND LIMIT 100",
+        [staleAfterMs * 1000],
+      )) as [{ id: string }[], unknown];
+      const won: Run[] = [];
+      for (const { id } of rows) {
+        // Whoever moves updated_at first owns the run; the others see 0 rows changed.
+        const [result] = (await pool.query(
+          "UPDATE runs SET updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND state = 'running' AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND",
+          [id, staleAfterMs * 1000],
+        )) as [{ affectedRows: number }, unknown];
+        if (result.affectedRows === 1) won.push((await this.get(id))!);
+      }
+      return won;
     },
     async finish(id, { state, lines, published, error = null }) {
       await pool.query(

@@ -16,10 +16,17 @@ export class LineTooLongError extends Error {
 
 export const MAX_LINE_BYTES = 8 * 1024 * 1024;
 
-export async function* readLines(chunks: AsyncIterable<Buffer> | Iterable<Buffer>, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<Line> {
+export interface ReadLinesOptions {
+  maxLineBytes?: number;
+  /** The stream starts after `lines` lines, at byte `offset` of the file (a resumed run). */
+  from?: { lines: number; offset: number };
+}
+
+export async function* readLines(chunks: AsyncIterable<Buffer> | Iterable<Buffer>, options: ReadLinesOptions = {}): AsyncGenerator<Line> {
+  const maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
   let rest: Buffer = Buffer.alloc(0);
-  let restOffset = 0; // stream offset of rest[0]
-  let lineNo = 0;
+  let restOffset = options.from?.offset ?? 0; // stream offset of rest[0]
+  let lineNo = options.from?.lines ?? 0;
   for await (const chunk of chunks) {
     const buf = rest.length ? Buffer.concat([rest, chunk]) : chunk;
     let start = 0;

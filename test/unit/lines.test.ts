@@ -4,7 +4,7 @@ import { readLines, LineTooLongError } from '../../shared/weblog/lines.ts';
 
 async function collect(chunks: Buffer[], max?: number) {
   const out: [string, number, number][] = [];
-  for await (const l of readLines(chunks, max)) out.push([l.line.toString('latin1'), l.lineNo, l.byteOffset]);
+  for await (const l of readLines(chunks, { maxLineBytes: max })) out.push([l.line.toString('latin1'), l.lineNo, l.byteOffset]);
   return out;
 }
 
@@ -33,4 +33,10 @@ test('bytes are never decoded', async () => {
 
 test('a line longer than the limit is an error that names it', async () => {
   await assert.rejects(collect([Buffer.from('ok\n'), Buffer.alloc(40, 0x61)], 32), (err: Error) => err instanceof LineTooLongError && /line 2/.test(err.message));
+});
+
+test('a stream that starts mid-file numbers its lines from there', async () => {
+  const lines = [];
+  for await (const l of readLines([Buffer.from('c\nd\n')], { from: { lines: 2, offset: 4 } })) lines.push([l.line.toString(), l.lineNo, l.byteOffset]);
+  assert.deepEqual(lines, [['c', 3, 4], ['d', 4, 6]]);
 });

@@ -20,7 +20,7 @@ function fakeRuns(): RunStore & { created: Run[] } {
   return {
     created,
     async create({ kind, source = null, file = null, params = null }) {
-      const run: Run = { id: `00000000-0000-4000-8000-${String(created.length).padStart(12, '0')}`, kind, state: 'running', source, file, params, lines: 0, published: 0, error: null, createdAt: '', updatedAt: '', finishedAt: null };
+      const run: Run = { id: `00000000-0000-4000-8000-${String(created.length).padStart(12, '0')}`, kind, state: 'running', source, file, params, lines: 0, published: 0, checkpoint: { item: 0, offset: 0 }, error: null, createdAt: '', updatedAt: '', finishedAt: null };
       created.push(run);
       return run;
     },
@@ -31,6 +31,9 @@ function fakeRuns(): RunStore & { created: Run[] } {
       return created.slice(0, limit);
     },
     async progress() {},
+    async claimStale() {
+      return [];
+    },
     async finish() {},
     async stored() {
       return { raw_logs: 0 };
@@ -45,7 +48,7 @@ function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknow
     const out: RunPublisher = {
       progress,
       signal: new AbortController().signal,
-      async publish(_exchange, routingKey, content, options) {
+      async publish(_exchange, routingKey, content, options, _position) {
         progress.lines++;
         progress.published++;
         sent.push({ routingKey, content, headers: options.headers });
@@ -63,6 +66,7 @@ const evRuns: EvRuns & { requests: unknown[] } = {
     this.requests.push(request);
     return { ...(await fakeRuns().create({ kind: 'ev', params: request })) };
   },
+  resume() {},
 };
 
 let dir: string;

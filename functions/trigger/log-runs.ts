@@ -1,0 +1,21 @@
+// Log runs: every line of a byte stream becomes one message of the run.
+import { createReadStream } from 'node:fs';
+import { LOGS_EXCHANGE, logLineMessage, logRoutingKey } from '../../shared/contracts/logs.ts';
+import { readLines } from '../../shared/weblog/lines.ts';
+import type { Position, RunWork } from './runner.ts';
+
+/** Publish every line of `chunks`; `from`: where in the file the chunks start (a resumed run). */
+export function publishLines(runId: string, source: string, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, from?: Position): RunWork {
+  return async (out) => {
+    const routingKey = logRoutingKey(source);
+    const lines = readLines(chunks, from ? { from: { lines: from.item, offset: from.offset } } : {});
+    for await (const { line, lineNo, byteOffset } of lines) {
+      await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage({ runId, source, lineNo, byteOffset }), { item: lineNo - 1, offset: byteOffset });
+    }
+  };
+}
+
+/** Publish a file, from its start or from a checkpoint. */
+export function publishFile(runId: string, source: string, path: string, from?: Position): RunWork {
+  return publishLines(runId, source, createReadStream(path, { highWaterMark: 256 * 1024, start: from?.offset ?? 0 }), from);
+}

@@ -1,0 +1,48 @@
+// Runs outlive the trigger that started them: a run whose trigger stopped
+// reporting progress is claimed by a live trigger and resumed from its
+// checkpoint (the first message the broker had not confirmed). Messages between
+// the checkpoint and the crash are published twice; the consumers' writes are
+// keyed, so the rows come out exactly once. An upload cannot be resumed: its
+// body was never stored, so the run is failed with a clear reason.
+import type { Logger } from '../../shared/log.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import type { EvRuns } from './ev-runs.ts';
+import { publishFile } from './log-runs.ts';
+import { resolveLogFile } from './paths.ts';
+import type { Runner } from './runner.ts';
+import type { Run, RunStore } from './runs.ts';
+
+export interface ResumeDeps {
+  runs: RunStore;
+  runner: Runner;
+  ev: EvRuns;
+  logDir: string;
+  log: Logger;
+  staleAfterMs: number;
+}
+
+async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
+  const fail = (error: string) => deps.runs.finish(run.id, { state: 'failed', lines: run.lines, published: run.published, error });
+  if (run.kind === 'ev') return deps.ev.resume(run);
+  if (run.file === null) return fail('interrupted: the trigger stopped during an upload, whose body is not kept; upload it again');
+  const file = await resolveLogFile(deps.logDir, run.file);
+  if (!file.ok) return fail(`interrupted, and cannot resume: ${file.message}`);
+  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint), run.checkpoint);
+}
+
+/** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */
+export async function resumeStaleRuns(deps: ResumeDeps): Promise<string[]> {
+  const claimed = await deps.runs.claimStale(deps.staleAfterMs);
+  for (const run of claimed) {
+    deps.log.warn({ runId: run.id, kind: run.kind, checkpoint: run.checkpoint }, 'resuming a run whose trigger stopped');
+    await resumeOne(deps, run).catch((err) => deps.log.error({ runId: run.id, err: errorMessage(err) }, 'could not resume run'));
+  }
+  return claimed.map((r) => r.id);
+}
+
+export function startResumer(deps: ResumeDeps): { stop(): void } {
+  const look = () => resumeStaleRuns(deps).catch((err) => deps.log.warn({ err: errorMessage(err) }, 'looking for orphaned runs failed'));
+  void look();
+  const timer = setInterval(look, Math.max(1_000, deps.staleAfterMs / 3));
+  return { stop: () => clearInterval(timer) };
+}
