@@ -1,6 +1,6 @@
 // npm start: the whole system on this machine, no containers.
-//   1. RabbitMQ and MariaDB: started when installed but not running (scripts/services.sh);
-//      what is missing is named.
+//   1. RabbitMQ and MariaDB: started when installed but not running, installed from Debian's
+//      packages when missing and we are root (scripts/services.sh); otherwise what is missing is named.
 //   2. The SES emulator (aws-ses-v2-local) when nothing answers on SES_ENDPOINT.
 //   3. npm run build, then every function as its own process from its bundle, logs
 //      prefixed by function; a crashed function is restarted, as a container would be.
@@ -43,8 +43,8 @@ env.LOG_DIR ??= existsSync(sharedLogs) ? sharedLogs : path.join(root, 'logs');
 env.SES_ENDPOINT ??= 'http://127.0.0.1:8005';
 
 const run = (cmd: string, cmdArgs: string[]) => spawnSync(cmd, cmdArgs, { cwd: root, stdio: 'inherit', env }).status === 0;
-if (!run('bash', ['scripts/services.sh'])) {
-  console.error('start: RabbitMQ and MySQL are needed (see above). `bash scripts/services.sh --install` installs them as root.');
+if (!run('bash', ['scripts/services.sh', '--install'])) {
+  console.error('start: RabbitMQ and MySQL are needed (see above); as root, `bash scripts/services.sh --install` installs them.');
   process.exit(1);
 }
 const ses = await ensureSesEmulator(env.SES_ENDPOINT);
