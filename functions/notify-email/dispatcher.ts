@@ -27,7 +27,8 @@ export interface OutboxStore {
   claim(groupKey: string, batchId: string, now: Date): Promise<ClaimedRow[]>;
   markSent(batchId: string, sesMessageId: string, now: Date): Promise<void>;
   release(batchId: string, retryAt: Date, error: string): Promise<void>;
-  markFailed(batchId: string, error: string): Promise<void>;
+  /** The batch ends here: 'failed' (SES refused it for good) or 'unknown' (no answer: it may have gone out). */
+  markFailed(batchId: string, status: 'failed' | 'unknown', error: string): Promise<void>;
   /** Rows left in 'sending' since before `claimedBefore` (their sender died) become 'unknown'. */
   expireClaims(claimedBefore: Date): Promise<number>;
 }
@@ -118,10 +119,10 @@ export function createDispatcher(opts: DispatcherOptions) {
       await opts.store.release(batchId, new Date(now().getTime() + delay), message);
     } else if (outcome === 'unknown') {
       opts.log.error({ groupKey, err: message }, 'no answer from SES: the email may or may not have gone out; not resending');
-      await opts.store.markFailed(batchId, `unknown: ${message}`);
+      await opts.store.markFailed(batchId, 'unknown', message);
     } else {
       opts.log.error({ groupKey, attempts, err: message }, 'email failed for good');
-      await opts.store.markFailed(batchId, message);
+      await opts.store.markFailed(batchId, 'failed', message);
     }
   }
 

@@ -55,8 +55,7 @@ export function createOutbox(db: Pool): OutboxWriter & OutboxStore {
         batchId,
       ]);
     },
-    async markFailed(batchId, error) {
-      const status = error.startsWith('unknown:') ? 'unknown' : 'failed';
+    async markFailed(batchId, status, error) {
       await pool.query('UPDATE email_outbox SET status = ?, last_error = ? WHERE batch_id = ?', [status, error.slice(0, 1024), batchId]);
     },
     async expireClaims(claimedBefore) {

@@ -106,6 +106,18 @@ export type FaultType = (typeof FAULT_TYPES)[number];
 export const SeveritySchema = z.enum(['info', 'warning', 'critical']);
 export type Severity = z.infer<typeof SeveritySchema>;
 
+/** How bad each event is: what the analytics stamps on it and the email rules can rely on. */
+export const EVENT_SEVERITY: Record<EvEventType, Severity> = {
+  'charge.started': 'info',
+  'charge.completed': 'info',
+  'charge.fault': 'critical',
+  'charge.stalled': 'warning',
+  'charge.soc_drop': 'warning',
+  'charge.over_limit': 'warning',
+  'charge.offline': 'critical',
+  'charge.invalid_reading': 'warning',
+};
+
 export const EvEventSchema = z.object({
   /** Deterministic: reprocessing the same readings yields the same id. */
   eventId: z.string().min(1),

@@ -6,6 +6,7 @@
 // timestamps), so reprocessing the same messages yields the same events with
 // the same ids.
 import {
+  EVENT_SEVERITY,
   readingProblems,
   type ChargingState,
   type EvClock,
@@ -13,7 +14,6 @@ import {
   type EvEventType,
   type EvReading,
   type OcppErrorCode,
-  type Severity,
 } from '../contracts/ev.ts';
 
 export interface DetectorConfig {
@@ -153,16 +153,6 @@ export function advanceRunClock(prev: RunClock | undefined, runId: string, times
   };
 }
 
-const SEVERITY: Record<EvEventType, Severity> = {
-  'charge.started': 'info',
-  'charge.completed': 'info',
-  'charge.fault': 'critical',
-  'charge.stalled': 'warning',
-  'charge.soc_drop': 'warning',
-  'charge.over_limit': 'warning',
-  'charge.offline': 'critical',
-  'charge.invalid_reading': 'warning',
-};
 
 function resolveConfig(config: Partial<DetectorConfig> | undefined): DetectorConfig {
   const c: DetectorConfig = { ...DEFAULT_DETECTOR_CONFIG };
@@ -233,7 +223,7 @@ function makeEvent(
   const ev: EvEvent = {
     eventId: eventIdFor(s.sessionId, type),
     type,
-    severity: SEVERITY[type],
+    severity: EVENT_SEVERITY[type],
     runId: s.runId,
     sessionId: s.sessionId,
     ts,
