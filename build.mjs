@@ -1,5 +1,5 @@
-// Type-checks, then bundles every functions/<name>/index.ts into
-// dist/<name>/index.mjs: one file with every dependency inside, so a bundle
+// Type-checks, then bundles every functions/<name>/index.ts (and the migrate
+// step, infra/migrate/index.ts) into dist/<name>/index.mjs: one file with every dependency inside, so a bundle
 // runs with nothing but `node`. Each bundle gets dist/<name>/manifest.json
 // with its content hash, so a deploy can skip functions that did not change.
 //   npm run build               all functions
@@ -14,10 +14,14 @@ import * as esbuild from 'esbuild';
 const root = path.dirname(new URL(import.meta.url).pathname);
 const args = process.argv.slice(2);
 const check = !args.includes('--no-check');
+// Bundles that are not functions: the privileged migrate step (its own image, a one-shot job).
+const tools = { migrate: 'infra/migrate/index.ts' };
+const entryOf = (name) => tools[name] ?? path.join('functions', name, 'index.ts');
 const all = readdirSync(path.join(root, 'functions'), { withFileTypes: true })
   .filter((d) => d.isDirectory() && existsSync(path.join(root, 'functions', d.name, 'index.ts')))
   .map((d) => d.name)
-  .sort();
+  .sort()
+  .concat(Object.keys(tools));
 const wanted = args.filter((a) => !a.startsWith('--'));
 for (const name of wanted) {
   if (!all.includes(name)) {
@@ -57,7 +61,7 @@ for (const name of names) {
   const outdir = path.join(root, 'dist', name);
   mkdirSync(outdir, { recursive: true });
   const result = await esbuild.build({
-    entryPoints: [path.join(root, 'functions', name, 'index.ts')],
+    entryPoints: [path.join(root, entryOf(name))],
     outfile: path.join(outdir, 'index.mjs'),
     bundle: true,
     platform: 'node',

@@ -1,10 +1,11 @@
-// The whole RabbitMQ topology, as data. Every function declares it at start and
-// after every reconnect (declarations are idempotent), so a fresh broker is usable
-// at once and no function depends on another having started first.
+// The whole RabbitMQ topology, as data. Declarations are idempotent.
 //
-// For every consuming queue Q the runtime also declares:
+// The privileged migrate step (infra/provision.ts) declares it; functions only
+// check that their queues exist. For every consuming queue Q it also declares:
 //   Q.retry  messages wait there `retryDelayMs`, then dead-letter back to Q
 //   Q.dlq    poison messages, with the reason in the `x-sluice-reason` header
+// and two fanout exchanges of the same names, through which consumers forward
+// to them (a consumer may not publish to the default exchange).
 
 export interface ExchangeSpec {
   name: string;

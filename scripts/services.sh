@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Makes sure RabbitMQ and MariaDB are running and the application's database and
-# user exist. Idempotent: a service that already answers is left alone.
+# Makes sure RabbitMQ (with its management API) and MariaDB are running and the
+# administrator the migrate step uses exists. Idempotent: a service that already
+# answers is left alone. The functions' own users are made by `npm run migrate`.
 #   scripts/services.sh            start what is installed, say exactly what is missing
 #   scripts/services.sh --install  also install missing services from Debian's packages (needs root)
-# The ports and credentials follow AMQP_URL and MYSQL_URL when they are set.
+# The ports and credentials follow AMQP_ADMIN_URL and MYSQL_ADMIN_URL when they are set.
 set -euo pipefail
 
 install=no
 [ "${1:-}" = "--install" ] && install=yes
 
-amqp_url=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672}
-mysql_url=${MYSQL_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
+amqp_url=${AMQP_ADMIN_URL:-amqp://guest:guest@127.0.0.1:5672}
+mysql_url=${MYSQL_ADMIN_URL:-mysql://sluice:sluice@127.0.0.1:3306/sluice}
 # mysql://user:pass@host:port/db
 re='^mysql://([^:]+):([^@]*)@([^:/]+):?([0-9]*)/(.+)$'
-[[ $mysql_url =~ $re ]] || { echo "services: MYSQL_URL must look like mysql://user:pass@host:port/db (got $mysql_url)" >&2; exit 1; }
+[[ $mysql_url =~ $re ]] || { echo "services: MYSQL_ADMIN_URL must look like mysql://user:pass@host:port/db (got ${mysql_url%%://*}://…)" >&2; exit 1; }
 db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[2]} db_host=${BASH_REMATCH[3]} db_port=${BASH_REMATCH[4]:-3306} db_name=${BASH_REMATCH[5]}
 re='^amqps?://[^@]*@?([^:/]+):?([0-9]*)'
-[[ $amqp_url =~ $re ]] || { echo "services: cannot read host and port from AMQP_URL ($amqp_url)" >&2; exit 1; }
+[[ $amqp_url =~ $re ]] || { echo "services: cannot read host and port from AMQP_ADMIN_URL" >&2; exit 1; }
 mq_host=${BASH_REMATCH[1]} mq_port=${BASH_REMATCH[2]:-5672}
 
 say() { echo "services: $*" >&2; }
@@ -59,8 +60,10 @@ else
 fi
 if [ $missing = 0 ] && is_local "$mq_host" && command -v rabbitmqctl >/dev/null; then
   # Plugins enabled on a running node take effect at once; a no-op when already on.
-  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || true
+  # The management API is how the migrate step creates the functions' users.
+  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange rabbitmq_management >/dev/null 2>&1 || true
   rabbitmqctl await_startup >/dev/null 2>&1 || true
+  wait_for "RabbitMQ's management API" "$mq_host" 15672 60 || missing=1
   # The integration tests get a virtual host of their own, away from a running `npm start`.
   if ! rabbitmqctl list_vhosts 2>/dev/null | grep -qx sluice-test; then
     rabbitmqctl add_vhost sluice-test >/dev/null && rabbitmqctl set_permissions -p sluice-test guest '.*' '.*' '.*' >/dev/null \
@@ -83,14 +86,18 @@ else
   missing=1
 fi
 if [ $missing = 0 ] && is_local "$db_host" && command -v mariadb >/dev/null && [ "$(id -u)" = 0 ]; then
-  # Root uses socket authentication; the application gets its own user and database.
+  # Root uses socket authentication. The administrator of the application's databases
+  # (the migrate step's MYSQL_ADMIN_URL) may create the functions' users and grant them
+  # rights on those databases; the functions themselves never connect as it.
   mariadb -e "CREATE DATABASE IF NOT EXISTS \`$db_name\`;
     CREATE USER IF NOT EXISTS '$db_user'@'localhost' IDENTIFIED BY '$db_pass';
     CREATE USER IF NOT EXISTS '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pass';
-    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'localhost';
-    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'127.0.0.1';
-    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'localhost';
-    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'127.0.0.1';" \
+    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'localhost' WITH GRANT OPTION;
+    GRANT ALL ON \`$db_name\`.* TO '$db_user'@'127.0.0.1' WITH GRANT OPTION;
+    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'localhost' WITH GRANT OPTION;
+    GRANT ALL ON \`${db_name}_test%\`.* TO '$db_user'@'127.0.0.1' WITH GRANT OPTION;
+    GRANT CREATE USER ON *.* TO '$db_user'@'localhost';
+    GRANT CREATE USER ON *.* TO '$db_user'@'127.0.0.1';" \
     || { say "could not create database $db_name and user $db_user"; missing=1; }
 fi
 

@@ -2,8 +2,10 @@
 //   1. RabbitMQ and MariaDB: started when installed but not running, installed from Debian's
 //      packages when missing and we are root (scripts/services.sh); otherwise what is missing is named.
 //   2. The SES emulator (aws-ses-v2-local) when nothing answers on SES_ENDPOINT.
-//   3. npm run build, then every function as its own process from its bundle, logs
-//      prefixed by function; a crashed function is restarted, as a container would be.
+//   3. npm run build, then the privileged migrate step (schema, topology, one MySQL and
+//      one RabbitMQ user per function, infra/access.ts), then every function as its own
+//      process from its bundle, with its own credentials, logs prefixed by function; a
+//      crashed function is restarted, as a container would be.
 //   4. Ctrl+C (or SIGTERM) stops every function gracefully.
 // Options: --scale <fn>=<n> (repeatable), --only <fn>[,<fn>...]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -11,6 +13,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { ensureSesEmulator } from './ses-emulator.ts';
+import { functionUrls, localAdmin, localPasswords } from './local-env.ts';
+import type { FunctionName } from '../infra/access.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const functions = readdirSync(path.join(root, 'functions')).filter((f) => existsSync(path.join(root, 'functions', f, 'index.ts'))).sort();
@@ -49,6 +53,15 @@ if (!run('bash', ['scripts/services.sh', '--install'])) {
 }
 const ses = await ensureSesEmulator(env.SES_ENDPOINT);
 if (!run(process.execPath, ['build.mjs'])) process.exit(1);
+// The privileged step; the functions below get nothing but their own users.
+if (!run(process.execPath, [path.join(root, 'infra', 'migrate', 'index.ts'), '--local'])) {
+  console.error('start: the migrate step failed (see above)');
+  process.exit(1);
+}
+const admin = localAdmin(env);
+const passwords = localPasswords();
+// No administrator credential reaches a function.
+for (const name of ['MYSQL_ADMIN_URL', 'AMQP_ADMIN_URL', 'RABBITMQ_API_URL']) delete env[name];
 
 const colours = [36, 33, 35, 32, 34, 91, 92, 93, 94, 95];
 const children = new Set<ChildProcess>();
@@ -56,7 +69,8 @@ let stopping = false;
 
 function launch(fn: string, instance: number, colour: number): void {
   const label = `\x1b[${colour}m${(scale.get(fn)! > 1 ? `${fn}#${instance}` : fn).padEnd(16)}\x1b[0m|`;
-  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const own = functionUrls(fn as FunctionName, passwords[fn as FunctionName], admin);
+  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => console.log(`${label} ${line}`));
   child.on('exit', (code, signal) => {

@@ -37,11 +37,15 @@ const UNAVAILABLE_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN',
 ]);
 
+// Errors that close the connection but come from the statement, not from an outage.
+const STATEMENT_CODES = new Set(['ER_NET_PACKET_TOO_LARGE']);
+
 /** True when `err` (or its cause) says a dependency is down rather than that the work is wrong. */
 export function isUnavailable(err: unknown): boolean {
   for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     if (e instanceof UnavailableError) return true;
     const { code, fatal } = e as { code?: string; fatal?: boolean };
+    if (code !== undefined && STATEMENT_CODES.has(code)) return false;
     if (fatal === true || (code !== undefined && UNAVAILABLE_CODES.has(code))) return true;
   }
   return false;

@@ -10,11 +10,12 @@ import { ConfigError, errorMessage } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createPool, waitForDatabase, type Pool } from './db/pool.ts';
-import { migrate } from './db/migrate.ts';
+import { waitForSchema } from './db/schema.ts';
 import { connectAmqp, type AmqpClient } from './amqp/connection.ts';
+import { checkQueues } from './amqp/topology.ts';
 import { createPublisher, type Publisher } from './amqp/publisher.ts';
 import { startConsumer, type BatchHandler, type Consumer, type Contract } from './amqp/consumer.ts';
-import { topology } from '../infra/topology.ts';
+import { queueSpec } from '../infra/topology.ts';
 
 type ConsumerConfig = z.output<z.ZodObject<typeof consumerConfigShape>>;
 
@@ -75,9 +76,13 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S): Pro
     const metrics = createMetrics(name);
     const pool = createPool(config.MYSQL_URL);
     onStop(() => pool.end());
-    await waitForDatabase(pool);
-    await migrate(pool, log);
-    const amqp = await connectAmqp({ url: config.AMQP_URL, name, log, topology });
+    await waitForDatabase(pool).catch((err) => {
+      const denied = (err as { code?: string }).code === 'ER_ACCESS_DENIED_ERROR';
+      throw denied ? new Error(`${errorMessage(err)}: each function has its own MySQL user, created by \`npm run migrate\`; check MYSQL_URL`) : err;
+    });
+    // The schema is the migrate step's job (infra/provision.ts); a function only checks it is there.
+    await waitForSchema(pool, log);
+    const amqp = await connectAmqp({ url: config.AMQP_URL, name, log });
     onStop(() => amqp.close());
     const publisher = await createPublisher(amqp, { log, metrics });
     onStop(() => publisher.close());
@@ -131,6 +136,10 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
 ): Promise<Consumer[]> {
   const { config } = deps;
   const consumers: Consumer[] = [];
+  // Every queue must be in the topology (a typo fails here, not silently) and on the broker.
+  const queues = specs.map((s) => queueSpec(s.queue));
+  await deps.amqp.attach((model) => checkQueues(model, queues.map((q) => q.name)));
+  const batchMaxBytes = await packetSafeBatchBytes(deps.pool, config.BATCH_MAX_BYTES);
   // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.
   deps.onStop(() => deps.publisher.flush());
   for (const spec of specs) {
@@ -142,6 +151,10 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
       batchSize: config.BATCH_SIZE,
       batchWaitMs: config.BATCH_WAIT_MS,
       maxAttempts: config.MAX_ATTEMPTS,
+      batchMaxBytes,
+      prefetchMaxBytes: config.PREFETCH_MAX_BYTES,
+      singleActiveConsumer: queueSpec(spec.queue).singleActiveConsumer === true,
+      probe: () => deps.pool.query('SELECT 1'),
     });
     consumers.push(consumer);
   }
@@ -152,6 +165,15 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
     'ready',
   );
   return consumers;
+}
+
+/**
+ * A batch's bodies may grow about threefold on the way to MySQL (binary values travel as hex in
+ * the text protocol, plus the statement), so a batch holds at most a third of max_allowed_packet.
+ */
+async function packetSafeBatchBytes(pool: Pool, configured: number): Promise<number> {
+  const [[row]] = (await pool.query('SELECT @@max_allowed_packet AS packet')) as [{ packet: number }[], unknown];
+  return Math.max(1, Math.min(configured, Math.floor(Number(row?.packet ?? 4 * 1024 * 1024) / 3)));
 }
 
 export { consumerConfigShape };

@@ -8,6 +8,8 @@ export interface RawLogRow {
   source: string;
   byteOffset: number;
   line: Buffer;
+  /** The line's real length when `line` holds only its first bytes (the trigger's MAX_LINE_BYTES). */
+  truncatedFrom: number | null;
   receivedAt: Date;
 }
 
@@ -20,6 +22,8 @@ export function createHandler(deps: { store: RawLogStore; now?: () => Date }): B
   const now = deps.now ?? (() => new Date());
   return async (items) => {
     const receivedAt = now();
-    await deps.store.insert(items.map(({ body: { runId, lineNo, source, byteOffset, line } }) => ({ runId, lineNo, source, byteOffset, line, receivedAt })));
+    await deps.store.insert(items.map(({ body: { runId, lineNo, source, byteOffset, line, truncatedFrom } }) => ({
+        runId, lineNo, source, byteOffset, line, truncatedFrom: truncatedFrom ?? null, receivedAt,
+      })));
   };
 }

@@ -9,8 +9,9 @@ export function publishLines(runId: string, source: string, chunks: AsyncIterabl
   return async (out) => {
     const routingKey = logRoutingKey(source);
     const lines = readLines(chunks, from ? { from: { lines: from.item, offset: from.offset } } : {});
-    for await (const { line, lineNo, byteOffset } of lines) {
-      await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage({ runId, source, lineNo, byteOffset }), { item: lineNo - 1, offset: byteOffset });
+    for await (const { line, lineNo, byteOffset, truncatedFrom } of lines) {
+      const meta = truncatedFrom === undefined ? { runId, source, lineNo, byteOffset } : { runId, source, lineNo, byteOffset, truncatedFrom };
+      await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage(meta), { item: lineNo - 1, offset: byteOffset });
     }
   };
 }

@@ -1,7 +1,7 @@
 // One recovering AMQP connection per process (amqplib's built-in recovery).
-// Parts of the process (topology, publisher, consumers) register an `attach`
-// hook; hooks run, in order, on every successful (re)connect, so topology is
-// re-declared and channels and consumers are re-created after a broker restart.
+// Parts of the process (publisher, consumers) register an `attach`
+// hook; hooks run, in order, on every successful (re)connect, so channels and
+// consumers are re-created after a broker restart.
 import amqp, { type ChannelModel, type RecoveringChannelModel } from 'amqplib';
 import type { Logger } from '../log.ts';
 import type { Topology } from '../../infra/topology.ts';
@@ -22,14 +22,16 @@ export interface ConnectOptions {
   url: string;
   name: string;
   log: Logger;
-  topology: Topology;
+  /** Declared on every (re)connect. Only for privileged connections (tests, tools): functions may not configure the broker. */
+  topology?: Topology;
   /** Give up at boot after this many failed attempts (recovery after the first connect never gives up). */
   initialMaxRetries?: number;
 }
 
 export async function connectAmqp(opts: ConnectOptions): Promise<AmqpClient> {
   const { log } = opts;
-  const hooks: AttachHook[] = [(model) => withChannel(model, (ch) => declareTopology(ch, opts.topology))];
+  const { topology } = opts;
+  const hooks: AttachHook[] = topology ? [(model) => withChannel(model, (ch) => declareTopology(ch, topology))] : [];
   let current: ChannelModel | null = null;
   let closing = false;
 

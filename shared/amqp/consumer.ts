@@ -63,6 +63,21 @@ export interface ConsumerOptions<T> {
   batchSize: number;
   batchWaitMs: number;
   maxAttempts: number;
+  /** A batch holds at most this many bytes of message bodies (at least one message). */
+  batchMaxBytes?: number;
+  /**
+   * Bodies held in memory (buffered and in the batch being handled) at most; past it the
+   * consumer stops taking deliveries until half of it is settled. Not on single-active-consumer
+   * queues, where cancelling would hand the queue to another consumer.
+   */
+  prefetchMaxBytes?: number;
+  singleActiveConsumer?: boolean;
+  /**
+   * Asks the dependency whether it is up. A batch whose failure looks like an outage is held
+   * only while this fails: when the database answers, the failure came from the batch (say a
+   * packet over max_allowed_packet, after which MySQL drops the connection) and it is split.
+   */
+  probe?: () => Promise<unknown>;
 }
 
 export interface Consumer {
@@ -102,6 +117,13 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let lastDeliveryAt = 0;
   let model: ChannelModel | null = null;
   let subscriptions = 0;
+  const batchMaxBytes = opts.batchMaxBytes ?? Infinity;
+  const prefetchMaxBytes = opts.singleActiveConsumer ? Infinity : (opts.prefetchMaxBytes ?? Infinity);
+  // Bytes of bodies in `buffer` and in the batch being handled; deliveries pause past prefetchMaxBytes.
+  let bufferBytes = 0;
+  let batchBytes = 0;
+  let paused = false;
+  const bytesOf = (list: Delivery[]) => list.reduce((n, d) => n + d.msg.content.length, 0);
 
   async function subscribe(m: ChannelModel): Promise<void> {
     model = m;
@@ -113,27 +135,58 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       if (channel !== ch) return;
       channel = null;
       consumerTag = null;
+      paused = false;
       // Unacked messages of a closed channel are redelivered by the broker; drop our copies.
       buffer = buffer.filter((d) => d.ch !== ch);
+      bufferBytes = bytesOf(buffer);
       if (!stopping) amqp.reset(`consumer channel of ${queue} closed`);
     });
     // Room for the batch being handled and the next one filling up.
     await ch.prefetch(opts.batchSize * 2);
-    const { consumerTag: tag } = await ch.consume(queue, (msg) => {
+    const onMessage = (msg: ConsumeMessage | null) => {
       if (msg === null) return amqp.reset(`broker cancelled the consumer of ${queue}`);
       lastDeliveryAt = Date.now();
       buffer.push({ msg, ch, subscription });
+      bufferBytes += msg.content.length;
+      if (bufferBytes + batchBytes >= prefetchMaxBytes) pause(ch);
       schedule();
-    });
+    };
+    deliver = onMessage;
+    const { consumerTag: tag } = await ch.consume(queue, onMessage);
     channel = ch;
     consumerTag = tag;
     log.info({ queue, prefetch: opts.batchSize * 2 }, 'consuming');
   }
+  let deliver: ((msg: ConsumeMessage | null) => void) | null = null;
   await amqp.attach(subscribe);
+
+  /** Too many bytes held: stop deliveries (the unacked messages we hold stay ours). */
+  function pause(ch: Channel): void {
+    if (paused || !consumerTag || ch !== channel) return;
+    paused = true;
+    const tag = consumerTag;
+    consumerTag = null;
+    log.warn({ queue, bytes: bufferBytes + batchBytes, limit: prefetchMaxBytes }, 'holding too many bytes; pausing deliveries');
+    ch.cancel(tag).catch(() => {});
+  }
+
+  /** Resume deliveries once half of the budget is free again. */
+  function maybeResume(): void {
+    const ch = channel;
+    if (!paused || !ch || stopping || pausing || !deliver || bufferBytes + batchBytes > prefetchMaxBytes / 2) return;
+    paused = false;
+    ch.consume(queue, deliver).then(
+      ({ consumerTag: tag }) => {
+        if (channel === ch && !stopping) consumerTag = tag;
+        else ch.cancel(tag).catch(() => {});
+      },
+      (err) => amqp.reset(`resuming the consumer of ${queue} failed: ${errorMessage(err)}`),
+    );
+  }
 
   function schedule(): void {
     if (inFlight || pausing) return; // the running loop picks the buffer up when it finishes
-    if (buffer.length >= opts.batchSize) return void run();
+    if (buffer.length >= opts.batchSize || bufferBytes >= batchMaxBytes) return void run();
     timer ??= setTimeout(run, opts.batchWaitMs);
   }
 
@@ -142,7 +195,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     if (inFlight || buffer.length === 0) return;
     inFlight = (async () => {
       // Messages that arrived while a batch was handled have waited long enough.
-      while (buffer.length > 0 && !stopping && !pausing) await handleBatch(buffer.splice(0, opts.batchSize));
+      while (buffer.length > 0 && !stopping && !pausing) await handleBatch(takeBatch());
     })()
       .catch((err) => {
         log.error({ err: errorMessage(err), queue }, 'batch could not be settled; its messages will be redelivered');
@@ -150,8 +203,25 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       })
       .finally(() => {
         inFlight = null;
+        batchBytes = 0;
+        maybeResume();
         if (!stopping && !pausing && buffer.length > 0) schedule();
       });
+  }
+
+  /** The next batch: up to batchSize messages and batchMaxBytes of bodies (one message at least). */
+  function takeBatch(): Delivery[] {
+    let n = 0;
+    let bytes = 0;
+    while (n < buffer.length && n < opts.batchSize) {
+      const size = buffer[n]!.msg.content.length;
+      if (n > 0 && bytes + size > batchMaxBytes) break;
+      bytes += size;
+      n++;
+    }
+    bufferBytes -= bytes;
+    batchBytes = bytes;
+    return buffer.splice(0, n);
   }
 
   async function handleBatch(batch: Delivery[]): Promise<void> {
@@ -181,11 +251,17 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     // A dependency is down (the database, typically): that says nothing about the messages.
     // Hold the batch - unacked, in order, no attempt counted - and try again with a backoff,
     // instead of spending the messages' attempts and dead-lettering them during an outage.
-    for (let pause = 1; [...failures.values()].some(isUnavailable); pause++) {
+    for (let hold = 1; [...failures.values()].some(isUnavailable); hold++) {
       if (stopping || !batch.every((d) => d.ch === channel)) return; // the broker gives them back
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(pause, 7));
-      const cause = errorMessage([...failures.values()].find(isUnavailable));
-      log.warn({ queue, delay, pause, err: cause }, 'a dependency is unavailable; holding the batch');
+      const cause = [...failures.values()].find(isUnavailable);
+      if (opts.probe && (await dependencyAnswers(opts.probe))) {
+        // The dependency is up, so the batch itself broke the connection: fail it like any error.
+        log.warn({ queue, err: errorMessage(cause), size: items.length }, 'the batch failed although the dependency answers; not holding it');
+        failures = await runHandler(items, batch[0]!.subscription, true);
+        break;
+      }
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(hold, 7));
+      log.warn({ queue, delay, hold, err: errorMessage(cause) }, 'a dependency is unavailable; holding the batch');
       await new Promise((r) => setTimeout(r, delay));
       failures = await runHandler(items, batch[0]!.subscription);
     }
@@ -228,19 +304,25 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     }
   }
 
-  /** Runs the handler; returns the failed items by index. A throwing batch is retried item by item. */
-  async function runHandler(items: BatchItem<T>[], subscription: number): Promise<Map<number, unknown>> {
+  /**
+   * Runs the handler; returns the failed items by index. A throwing batch is retried item by item.
+   * `split`: go one by one at once (the whole batch already failed). A lone item that fails with what
+   * looks like an outage while the dependency answers is a failure of the item, not an outage.
+   */
+  async function runHandler(items: BatchItem<T>[], subscription: number, split = false): Promise<Map<number, unknown>> {
     const failures = new Map<number, unknown>();
     if (items.length === 0) return failures;
     const ctx: BatchContext = { log, queue, subscription };
-    try {
-      const result = await opts.handler(items, ctx);
-      for (const f of result?.failures ?? []) failures.set(f.index, f.error);
-      return failures;
-    } catch (err) {
-      if (isUnavailable(err)) return new Map(items.map((_, i) => [i, err]));
-      if (items.length === 1) return failures.set(0, err);
-      log.warn({ queue, err: errorMessage(err), size: items.length }, 'batch failed; handling its messages one by one');
+    if (!split) {
+      try {
+        const result = await opts.handler(items, ctx);
+        for (const f of result?.failures ?? []) failures.set(f.index, f.error);
+        return failures;
+      } catch (err) {
+        if (isUnavailable(err)) return new Map(items.map((_, i) => [i, err]));
+        if (items.length === 1) return failures.set(0, err);
+        log.warn({ queue, err: errorMessage(err), size: items.length }, 'batch failed; handling its messages one by one');
+      }
     }
     for (let i = 0; i < items.length; i++) {
       try {
@@ -248,15 +330,16 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
         const f = result?.failures[0];
         if (f) failures.set(i, f.error);
       } catch (err) {
-        failures.set(i, err);
+        failures.set(i, split && isUnavailable(err) ? new BatchBrokeConnectionError(`the dependency answers, but this message's write failed with: ${errorMessage(err)}`) : err);
       }
     }
     return failures;
   }
 
+  /** Publish a copy to the exchange named `target`, which feeds the queue of that name. */
   function forward(msg: ConsumeMessage, target: string, extra: MessagePropertyHeaders): Promise<void> {
     const p = msg.properties;
-    return opts.publisher.publish('', target, msg.content, {
+    return opts.publisher.publish(target, queue, msg.content, {
       messageId: String(p.messageId ?? `${queue}:${msg.fields.deliveryTag}`),
       contentType: p.contentType,
       type: p.type,
@@ -270,7 +353,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   return {
     queue,
     get consuming() {
-      return consumerTag !== null;
+      return consumerTag !== null || (paused && channel !== null);
     },
     get lastDeliveryAt() {
       return lastDeliveryAt;
@@ -285,7 +368,9 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
         // Closing the channel returns its unacked messages and removes the consumer in one go.
         channel = null;
         consumerTag = null;
+        paused = false;
         buffer = buffer.filter((d) => d.ch !== ch);
+        bufferBytes = bytesOf(buffer);
         await ch.close().catch(() => {});
         lastDeliveryAt = 0;
       } finally {
@@ -305,6 +390,20 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       await ch?.close().catch(() => {});
     },
   };
+}
+
+/** A message whose handling drops the dependency's connection while the dependency is up. */
+class BatchBrokeConnectionError extends Error {
+  override name = 'BatchBrokeConnectionError';
+}
+
+async function dependencyAnswers(probe: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await probe();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Attempts so far, counting our retries and the broker's redeliveries (quorum queues count them). */

@@ -25,6 +25,29 @@ export async function declareTopology(ch: Channel, t: Topology): Promise<void> {
       },
     });
     await ch.assertQueue(deadLetterQueue(q.name), { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    // The consumer forwards to Q.retry and Q.dlq through exchanges of the same names, each
+    // feeding its one queue: write access to these, not to the default exchange (which
+    // reaches every queue), is all a consumer needs (infra/access.ts).
+    for (const target of [retryQueue(q.name), deadLetterQueue(q.name)]) {
+      await ch.assertExchange(target, 'fanout', { durable: true });
+      await ch.bindQueue(target, target, '');
+    }
     for (const b of q.bindings) await ch.bindQueue(q.name, b.exchange, b.pattern);
+  }
+}
+
+/** Check, without declaring anything, that `queues` exist: a function may not configure the broker. */
+export async function checkQueues(model: { createChannel(): Promise<Channel> }, queues: string[]): Promise<void> {
+  for (const queue of queues) {
+    const ch = await model.createChannel();
+    // A missing queue closes the channel with 404; the channel's own error event would be unhandled.
+    ch.on('error', () => {});
+    try {
+      await ch.checkQueue(queue);
+    } catch (err) {
+      throw new Error(`queue '${queue}' does not exist on the broker (${(err as Error).message}): run \`npm run migrate\` (docker compose: the \`migrate\` service; Kubernetes: the \`sluice-migrate\` Job)`);
+    } finally {
+      await ch.close().catch(() => {});
+    }
   }
 }

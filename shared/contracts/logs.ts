@@ -17,6 +17,8 @@ export const LogLineHeadersSchema = z.object({
   source: SourceSchema,
   lineNo: z.number().int().min(1),
   byteOffset: z.number().int().min(0),
+  /** Set when the line was longer than the publisher's limit: its real length in bytes (the body holds its first bytes only). */
+  truncatedFrom: z.number().int().min(1).optional(),
 });
 export type LogLineMeta = z.infer<typeof LogLineHeadersSchema>;
 export interface LogLine extends LogLineMeta {
@@ -37,6 +39,7 @@ export function logLineMessage(meta: LogLineMeta): PublishOptions {
     messageId: `${meta.runId}:${meta.lineNo}`,
     contentType: 'application/octet-stream',
     type: 'log.line',
-    headers: { ...meta },
+    // An absent field is left out, not sent as an empty header.
+    headers: Object.fromEntries(Object.entries(meta).filter(([, v]) => v !== undefined)),
   };
 }

@@ -1,6 +1,8 @@
 // Integration-test harness: real RabbitMQ (vhost sluice-test), real MariaDB
 // (database sluice_test), the real SES emulator, and the functions run as
-// processes from their bundles, exactly as `npm start` runs them.
+// processes from their bundles, exactly as `npm start` runs them: the schema,
+// the topology and the functions' users come from the privileged migrate step
+// (infra/provision.ts), and each function connects as its own user.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -9,14 +11,22 @@ import amqp from 'amqplib';
 import mysql from 'mysql2/promise';
 import { createPool, type Pool } from '../../shared/db/pool.ts';
 import { topology, retryQueue, deadLetterQueue } from '../../infra/topology.ts';
+import { provision } from '../../infra/provision.ts';
+import { FUNCTIONS, type FunctionName } from '../../infra/access.ts';
+import { createLogger } from '../../shared/log.ts';
+import { functionUrls, localPasswords } from '../../scripts/local-env.ts';
 
 export const root = path.resolve(import.meta.dirname, '../..');
 export const sharedData = path.resolve(root, '../shared/data');
 export const logsDir = path.join(sharedData, 'logs');
 export const TOKEN = 'test-token-0123456789';
+/** The administrators (tests inspect and reset with them; functions never get them). */
 export const AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/sluice-test';
-const ADMIN_MYSQL_URL = process.env.TEST_MYSQL_URL ?? 'mysql://sluice:sluice@127.0.0.1:3306/sluice_test';
-export const MYSQL_URL = ADMIN_MYSQL_URL;
+export const MYSQL_URL = process.env.TEST_MYSQL_URL ?? 'mysql://sluice:sluice@127.0.0.1:3306/sluice_test';
+export const RABBITMQ_API_URL = process.env.TEST_RABBITMQ_API_URL ?? 'http://guest:guest@127.0.0.1:15672';
+export const passwords = localPasswords();
+/** A function's own AMQP_URL and MYSQL_URL in the test vhost and database. */
+export const ownUrls = (fn: FunctionName) => functionUrls(fn, passwords[fn], { amqpAdminUrl: AMQP_URL, mysqlAdminUrl: MYSQL_URL });
 export const SES_ENDPOINT = process.env.TEST_SES_ENDPOINT ?? 'http://127.0.0.1:8015';
 
 /** Fresh database and empty queues, so each test file starts from nothing. */
@@ -31,7 +41,20 @@ export async function resetEnvironment(): Promise<Pool> {
   const ch = await conn.createChannel();
   for (const q of topology.queues) for (const name of [q.name, retryQueue(q.name), deadLetterQueue(q.name)]) await ch.deleteQueue(name);
   await conn.close();
+  await provisionTestEnvironment();
   return createPool(MYSQL_URL, 4);
+}
+
+/** The migrate step, as `npm run migrate` runs it, on the test vhost and database. */
+export async function provisionTestEnvironment(): Promise<void> {
+  await provision({
+    mysqlAdminUrl: MYSQL_URL,
+    amqpAdminUrl: AMQP_URL,
+    rabbitApiUrl: RABBITMQ_API_URL,
+    passwords,
+    userHost: '%',
+    log: createLogger('migrate', 'warn'),
+  });
 }
 
 export function ensureBuilt(): void {
@@ -57,8 +80,7 @@ export async function startFunction(name: string, env: Record<string, string> = 
     cwd: root,
     env: {
       PATH: process.env.PATH,
-      AMQP_URL,
-      MYSQL_URL,
+      ...(FUNCTIONS.includes(name as FunctionName) ? ownUrls(name as FunctionName) : {}),
       SES_ENDPOINT,
       TRIGGER_TOKEN: TOKEN,
       HTTP_PORT: '0',

@@ -1,0 +1,121 @@
+// The privileged step: the only code that runs with administrator rights. It
+// applies the schema migrations, declares the RabbitMQ topology, and creates one
+// MySQL user and one RabbitMQ user per function with exactly the rights of
+// infra/access.ts. Idempotent: run it before the functions start and after every
+// upgrade (`npm run migrate`, the compose service `migrate`, the Kubernetes Job
+// `sluice-migrate`). Functions never migrate or declare anything themselves: at
+// boot they only check that what they need is there.
+import amqp from 'amqplib';
+import mysql from 'mysql2/promise';
+import type { Logger } from '../shared/log.ts';
+import { createPool, waitForDatabase } from '../shared/db/pool.ts';
+import { migrate } from '../shared/db/migrate.ts';
+import { declareTopology } from '../shared/amqp/topology.ts';
+import { redactUrl } from '../shared/config.ts';
+import { topology } from './topology.ts';
+import { ACCESS, FUNCTIONS, amqpPermissions, topicPermissions, userOf, type FunctionName } from './access.ts';
+
+export interface ProvisionOptions {
+  /** A MySQL user that may run DDL on the database, create users and grant (e.g. root). */
+  mysqlAdminUrl: string;
+  /** A RabbitMQ user that may configure the vhost (the vhost is the URL's path). */
+  amqpAdminUrl: string;
+  /** RabbitMQ's management HTTP API, with an administrator's credentials: http://user:pass@host:15672 */
+  rabbitApiUrl: string;
+  /** Each function's password (its MySQL and its RabbitMQ user). */
+  passwords: Record<FunctionName, string>;
+  /** The host part of the MySQL users ('%': any). */
+  userHost: string;
+  log: Logger;
+}
+
+export async function provision(opts: ProvisionOptions): Promise<void> {
+  const started = performance.now();
+  await provisionMysql(opts);
+  await provisionRabbit(opts);
+  opts.log.info({ ms: Math.round(performance.now() - started), functions: FUNCTIONS.length }, 'schema, topology and function users are in place');
+}
+
+async function provisionMysql(opts: ProvisionOptions): Promise<void> {
+  const { log } = opts;
+  const database = new URL(opts.mysqlAdminUrl).pathname.slice(1);
+  const pool = createPool(opts.mysqlAdminUrl, 2);
+  try {
+    await waitForDatabase(pool);
+    await migrate(pool, log);
+    for (const fn of FUNCTIONS) {
+      const user = mysql.format('?@?', [userOf(fn), opts.userHost]);
+      await pool.query(mysql.format(`CREATE USER IF NOT EXISTS ${user} IDENTIFIED BY ?`, [opts.passwords[fn]]));
+      // The password and the rights are set anew every time, so a stale grant never survives.
+      await pool.query(mysql.format(`ALTER USER ${user} IDENTIFIED BY ?`, [opts.passwords[fn]]));
+      await pool.query(`REVOKE ALL PRIVILEGES, GRANT OPTION FROM ${user}`);
+      const grants = { schema_migrations: ['SELECT'], ...ACCESS[fn].mysql };
+      for (const [table, privileges] of Object.entries(grants)) {
+        await pool.query(`GRANT ${privileges.join(', ')} ON ${mysql.escapeId(database)}.${mysql.escapeId(table)} TO ${user}`);
+      }
+      log.info({ user: userOf(fn), database, tables: Object.keys(grants).length }, 'MySQL user ready');
+    }
+  } finally {
+    await pool.end();
+  }
+}
+
+async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
+  const { log } = opts;
+  const conn = await amqp.connect(opts.amqpAdminUrl, { clientProperties: { connection_name: 'sluice-migrate' } });
+  try {
+    const ch = await conn.createChannel();
+    await declareTopology(ch, topology);
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
+  log.info({ exchanges: topology.exchanges.length, queues: topology.queues.length }, 'RabbitMQ topology declared');
+
+  const vhost = vhostOf(opts.amqpAdminUrl);
+  const api = managementApi(opts.rabbitApiUrl);
+  for (const fn of FUNCTIONS) {
+    const user = userOf(fn);
+    await api('PUT', `/api/users/${encodeURIComponent(user)}`, { password: opts.passwords[fn], tags: '' });
+    await api('PUT', `/api/permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, amqpPermissions(fn));
+    // Topic permissions are per exchange; drop any the function no longer has.
+    const wanted = topicPermissions(fn);
+    const existing = (await api('GET', `/api/users/${encodeURIComponent(user)}/topic-permissions`)) as { vhost: string; exchange: string }[];
+    for (const old of existing.filter((p) => p.vhost === vhost && !wanted.some((w) => w.exchange === p.exchange))) {
+      await api('DELETE', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}/${encodeURIComponent(old.exchange)}`);
+    }
+    for (const p of wanted) await api('PUT', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, p);
+    log.info({ user, vhost, ...amqpPermissions(fn), topics: wanted.map((w) => `${w.exchange}: ${w.write}`) }, 'RabbitMQ user ready');
+  }
+}
+
+/** The vhost an AMQP URL names ('/' when its path is empty). */
+export function vhostOf(amqpUrl: string): string {
+  const path = new URL(amqpUrl).pathname;
+  return path.length > 1 ? decodeURIComponent(path.slice(1)) : '/';
+}
+
+/** A small client of RabbitMQ's management API; errors name the call and the broker's reason. */
+function managementApi(baseUrl: string) {
+  const url = new URL(baseUrl);
+  const auth = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
+  url.username = '';
+  url.password = '';
+  const base = url.toString().replace(/\/$/, '');
+  return async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    let res: Response;
+    try {
+      res = await fetch(base + path, {
+        method,
+        headers: { authorization: auth, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(15_000),
+      });
+    } catch (err) {
+      throw new Error(`RabbitMQ management API at ${redactUrl(baseUrl)} does not answer (${(err as Error).message}); is the rabbitmq_management plugin enabled?`, { cause: err });
+    }
+    const text = await res.text();
+    if (!res.ok) throw new Error(`RabbitMQ management API: ${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+    return text ? JSON.parse(text) : null;
+  };
+}
