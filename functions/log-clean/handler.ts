@@ -1,6 +1,7 @@
 // The clean store: parse each line into a structured request. A line that
-// cannot be parsed (or does not fit the table) is kept in the rejects with the
-// reason: nothing is dropped.
+// cannot be parsed (or was cut short before it reached us) is kept in the
+// rejects with the reason; a field longer than its column is cut to fit and
+// the request is kept, naming the cut fields: nothing is dropped.
 import type { BatchHandler } from '../../shared/amqp/consumer.ts';
 import type { LogLine } from '../../shared/contracts/logs.ts';
 import { parseAccessLine, type WebRequest } from '../../shared/weblog/parse.ts';
@@ -9,6 +10,8 @@ export interface RequestRow extends WebRequest {
   runId: string;
   lineNo: number;
   source: string;
+  /** Columns whose value was cut to fit, comma-separated in table order (e.g. "referrer,user_agent"); null when none. */
+  truncated: string | null;
 }
 export interface RejectRow {
   runId: string;
@@ -25,22 +28,100 @@ export interface CleanLogStore {
   insertRejects(rows: RejectRow[]): Promise<void>;
 }
 
-/** Column widths of web_requests (infra/migrations/002_weblogs.sql) for the bounded text fields. */
-const MAX_LENGTH: Partial<Record<keyof WebRequest, number>> = {
-  clientIp: 255, forwardedFor: 1024, vhost: 255, remoteUser: 255, method: 32, protocol: 32,
-  request: 65_535, path: 65_535, query: 65_535, referrer: 65_535, userAgent: 65_535,
-};
+type TextField = 'clientIp' | 'forwardedFor' | 'vhost' | 'remoteUser' | 'request' | 'method' | 'path' | 'query' | 'protocol' | 'referrer' | 'userAgent';
 
-export function checkRow(r: WebRequest): string | null {
-  for (const [field, max] of Object.entries(MAX_LENGTH) as [keyof WebRequest, number][]) {
-    const v = r[field];
-    // Byte length: the TEXT limits are in bytes.
-    if (typeof v === 'string' && (v.length > max || (max > 1024 && Buffer.byteLength(v) > max))) {
-      return `${field} is longer than ${max} characters`;
-    }
+/**
+ * The bounded text columns of web_requests (infra/migrations/002_weblogs.sql),
+ * in table order. The tables are utf8mb4: VARCHAR(n) holds n characters (code
+ * points), TEXT holds 65,535 bytes whatever the characters.
+ */
+const COLUMNS: readonly { field: TextField; column: string; max: number; unit: 'chars' | 'bytes' }[] = [
+  { field: 'clientIp', column: 'client_ip', max: 255, unit: 'chars' },
+  { field: 'forwardedFor', column: 'forwarded_for', max: 1024, unit: 'chars' },
+  { field: 'vhost', column: 'vhost', max: 255, unit: 'chars' },
+  { field: 'remoteUser', column: 'remote_user', max: 255, unit: 'chars' },
+  { field: 'request', column: 'request', max: 65_535, unit: 'bytes' },
+  { field: 'method', column: 'method', max: 32, unit: 'chars' },
+  { field: 'path', column: 'path', max: 65_535, unit: 'bytes' },
+  { field: 'query', column: 'query', max: 65_535, unit: 'bytes' },
+  { field: 'protocol', column: 'protocol', max: 32, unit: 'chars' },
+  { field: 'referrer', column: 'referrer', max: 65_535, unit: 'bytes' },
+  { field: 'userAgent', column: 'user_agent', max: 65_535, unit: 'bytes' },
+];
+
+// web_requests.truncated (VARCHAR(255)) holds the names of the cut columns:
+// all eleven joined take 96 characters.
+
+const REASON_MAX_CHARS = 512; // log_rejects.reason VARCHAR(512)
+const DATETIME_MIN_MS = Date.UTC(1000, 0, 1); // DATETIME range, in UTC as the pool writes it
+const DATETIME_END_MS = Date.UTC(10000, 0, 1);
+
+/** `s` cut to at most `max` code points, never between the two halves of a surrogate pair. */
+export function truncateChars(s: string, max: number): string {
+  if (s.length <= max) return s; // code points <= UTF-16 units
+  let i = 0;
+  for (let n = 0; n < max && i < s.length; n++) {
+    const c = s.charCodeAt(i);
+    const pair = c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+    i += pair ? 2 : 1;
   }
-  if (r.status < 0 || r.status > 32767) return `status ${r.status} out of range`;
+  return i >= s.length ? s : s.slice(0, i);
+}
+
+/** `s` cut to at most `max` UTF-8 bytes, at a character boundary (never inside a UTF-8 sequence). */
+export function truncateBytes(s: string, max: number): string {
+  // A UTF-16 unit is at most 3 UTF-8 bytes (a surrogate pair: 2 units, 4 bytes),
+  // so short strings skip the byte count altogether.
+  if (s.length * 3 <= max || Buffer.byteLength(s, 'utf8') <= max) return s;
+  const buf = Buffer.from(s, 'utf8');
+  let cut = max;
+  // buf[cut] is the first byte left out: while it continues a sequence, that
+  // sequence started inside the kept part, so leave it out whole.
+  while (cut > 0 && (buf[cut]! & 0xc0) === 0x80) cut--;
+  return buf.toString('utf8', 0, cut);
+}
+
+/**
+ * Fits a parsed request to web_requests: every text field longer than its
+ * column is cut to fit. Returns the row to store and the names of the cut
+ * columns (null when nothing was cut). Cutting keeps the request, which a
+ * reject would not: the other fields (time, status, client) still count.
+ */
+export function fitRow(r: WebRequest): { row: WebRequest; truncated: string | null } {
+  let row = r;
+  let truncated: string | null = null;
+  for (const { field, column, max, unit } of COLUMNS) {
+    const v = row[field];
+    if (v === null) continue;
+    const cut = unit === 'chars' ? truncateChars(v, max) : truncateBytes(v, max);
+    if (cut === v) continue;
+    if (row === r) row = { ...r }; // copy on the first cut only: nearly every row fits
+    row[field] = cut;
+    truncated = truncated === null ? column : `${truncated},${column}`;
+  }
+  return { row, truncated };
+}
+
+/**
+ * What no cut can fix, checked here so that one bad value becomes a reject
+ * instead of failing the whole batch's INSERT. The parser already guarantees
+ * these; this guards against it changing.
+ */
+export function checkRow(r: WebRequest): string | null {
+  if (!Number.isInteger(r.status) || r.status < 100 || r.status > 599) return `status ${r.status} outside 100..599`;
+  const t = r.ts.getTime();
+  if (!(t >= DATETIME_MIN_MS && t < DATETIME_END_MS)) return `timestamp ${String(r.ts)} outside the DATETIME range (years 1000..9999)`;
+  if (r.bytes !== null && !(Number.isSafeInteger(r.bytes) && r.bytes >= 0)) return `bytes ${r.bytes} out of range`;
   return null;
+}
+
+/** Reason for a line the publisher cut to its first `kept` bytes (its real length: `truncatedFrom`). */
+export function truncatedLineReason(truncatedFrom: number, kept: number): string {
+  if (truncatedFrom > kept) {
+    return `line is ${truncatedFrom} bytes, longer than the ${kept}-byte limit; the lake keeps its first ${kept} bytes`;
+  }
+  // A publisher bug, but the header still says the body is not the whole line: do not parse it.
+  return `line marked as cut short (truncatedFrom ${truncatedFrom}) but the body holds ${kept} bytes; not parsed`;
 }
 
 export function createHandler(deps: { store: CleanLogStore; now?: () => Date }): BatchHandler<LogLine> {
@@ -50,11 +131,27 @@ export function createHandler(deps: { store: CleanLogStore; now?: () => Date }):
     const rejects: RejectRow[] = [];
     const receivedAt = now();
     for (const { body } of items) {
-      const { runId, lineNo, source, line } = body;
-      const parsed = parseAccessLine(line.toString('utf8'));
-      const reason = parsed.ok ? checkRow(parsed.value) : parsed.reason;
-      if (parsed.ok && reason === null) requests.push({ ...parsed.value, runId, lineNo, source });
-      else rejects.push({ runId, lineNo, source, line, reason: (reason ?? 'unknown').slice(0, 512), receivedAt });
+      const { runId, lineNo, source, line, truncatedFrom } = body;
+      let reason: string;
+      if (truncatedFrom !== undefined) {
+        // Only the line's first bytes are here: parsing them could yield a row that
+        // looks complete (e.g. a user agent cut mid-way), so the line goes to the rejects.
+        reason = truncatedLineReason(truncatedFrom, line.length);
+      } else {
+        const parsed = parseAccessLine(line.toString('utf8'));
+        if (parsed.ok) {
+          const { row, truncated } = fitRow(parsed.value);
+          const problem = checkRow(row);
+          if (problem === null) {
+            requests.push({ ...row, runId, lineNo, source, truncated });
+            continue;
+          }
+          reason = problem;
+        } else {
+          reason = parsed.reason;
+        }
+      }
+      rejects.push({ runId, lineNo, source, line, reason: truncateChars(reason, REASON_MAX_CHARS), receivedAt });
     }
     await Promise.all([deps.store.insertRequests(requests), deps.store.insertRejects(rejects)]);
   };

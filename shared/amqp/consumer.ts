@@ -123,6 +123,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let bufferBytes = 0;
   let batchBytes = 0;
   let paused = false;
+  let largestBody = 0;
   const bytesOf = (list: Delivery[]) => list.reduce((n, d) => n + d.msg.content.length, 0);
 
   async function subscribe(m: ChannelModel): Promise<void> {
@@ -148,6 +149,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       lastDeliveryAt = Date.now();
       buffer.push({ msg, ch, subscription });
       bufferBytes += msg.content.length;
+      if (msg.content.length > largestBody) largestBody = msg.content.length;
       if (bufferBytes + batchBytes >= prefetchMaxBytes) pause(ch);
       schedule();
     };
@@ -170,12 +172,19 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     ch.cancel(tag).catch(() => {});
   }
 
-  /** Resume deliveries once half of the budget is free again. */
+  /**
+   * Resume deliveries once half of the budget is free again. The broker sends what the
+   * prefetch allows before it sees a cancel, so the new subscription's prefetch is sized to
+   * the budget at the largest body seen: after one overshoot, the budget holds.
+   */
   function maybeResume(): void {
     const ch = channel;
     if (!paused || !ch || stopping || pausing || !deliver || bufferBytes + batchBytes > prefetchMaxBytes / 2) return;
     paused = false;
-    ch.consume(queue, deliver).then(
+    const prefetch = Math.max(1, Math.min(opts.batchSize * 2, Math.floor(prefetchMaxBytes / Math.max(1, largestBody))));
+    ch.prefetch(prefetch)
+      .then(() => ch.consume(queue, deliver!))
+      .then(
       ({ consumerTag: tag }) => {
         if (channel === ch && !stopping) consumerTag = tag;
         else ch.cancel(tag).catch(() => {});

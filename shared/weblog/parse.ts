@@ -3,16 +3,45 @@
 //
 // Shape accepted:
 //
-//   [vhost[:port] ] client ident user [dd/Mon/yyyy:HH:MM:SS[.fff] +zzzz] "request" status bytes
+//   [vhost[:port] ] [xff_list ] client ident user [dd/Mon/yyyy:HH:MM:SS[.fff] +zzzz] "request" status bytes
 //       [ "referrer" "user_agent" [ "x_forwarded_for" [anything...]]]
 //
-// - `client` may be a single address (IPv4, IPv6, `unix:`, `localhost`, ...),
-//   `-`, or an X-Forwarded-For style list: `a, b, c`, `"a, b, c" d`, `a, b c`
-//   (the same list syntax Filebeat's nginx module accepts).
-// - `user` must not contain spaces (it is the last space-separated token before
-//   the timestamp).
+// Header fields (everything before the timestamp) are read LEFT TO RIGHT, and
+// the remote user is whatever lies between the ident and the timestamp. The
+// user is the one header field a client controls (HTTP basic auth), and it may
+// hold spaces (`1.2.3.4 - John Smith [...]`): reading from the left means no
+// user can move the client address, the vhost or the address list.
+//
+// - A "field" is a space-separated token; two kinds span several tokens:
+//   a quoted field (`"a, b, c"`, up to the `"` followed by a space), and an
+//   unquoted address list, where a token ending in `,` continues the field
+//   (`a, b, c`). A quoted field, or one holding a comma, is an address list.
+// - Prefixes: a vhost (`host`, `host:port`, `[v6]:port`: a field that is not a
+//   list) and/or an address list (X-Forwarded-For style, `"a, b" c` or
+//   `a, b c`, as Filebeat's nginx module reads them) may come before the client.
+//   A field is read as a prefix only when what follows it has the full shape
+//   `client ident user` - a client that is not `-`, an ident, and a non-empty
+//   user - before the timestamp. Why this tells them apart: without a prefix,
+//   the field after the client is the ident, which is `-` on any server that
+//   does not run identd lookups (Apache IdentityCheck is off by default, nginx
+//   never logs one), while after a prefix it is the client address, never `-`.
+//   Neither depends on the user, so a user with spaces cannot turn the client
+//   into a "prefix". Known ambiguity: a line without prefix whose ident is not
+//   `-` AND whose user holds a space is read as having a prefix; the format
+//   itself cannot tell them apart, only the server's LogFormat can.
+// - `client` is a single address (IPv4, IPv6, `unix:`, `localhost`, a host
+//   name, ...), `-`, or an address list. With a list prefix, the prefix's
+//   entries and the client form one list (`"a, b" c` -> `a, b, c`), as in
+//   Filebeat; clientIp is then Filebeat's pick (see WebRequest.clientIp).
 // - Quoted fields accept both escapings: nginx `\xHH` (upper-case hex) and
 //   Apache `\"`, `\\`, `\xhh` (lower-case hex). See `unescape` for the rules.
+// - The timestamp is the first ` [` followed by `dd/` (a user holding ` [1`
+//   does not end the header early); a user holding a complete fake
+//   ` [dd/Mon/yyyy...` cannot be told apart from the real one.
+// - Range checks, each rejected with a reason naming the value: status
+//   100..599; year 1000..9999 and the instant in UTC also in years 1000..9999
+//   (the DATETIME range); day of month; hour 00..23; minute and second 00..59;
+//   time-zone offset -1200..+1400 with minutes 00..59 (every offset in use).
 //
 // It is a left-to-right scanner over char codes with `indexOf` for the long
 // hops: no regular expressions on the hot path, and no allocation per line
@@ -84,6 +113,10 @@ function monthIndex(a: number, b: number, c: number): number {
     default: return -1;
   }
 }
+
+/** The DATETIME range in UTC: [1000-01-01, 10000-01-01). */
+const MIN_EPOCH_MS = Date.UTC(1000, 0, 1);
+const END_EPOCH_MS = Date.UTC(10000, 0, 1);
 
 const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
@@ -257,42 +290,81 @@ function filebeatPick(items: readonly string[]): string {
   return items[0]!;
 }
 
-// Result slots of parseClient (module-level to avoid a per-line object).
-let cVhost: string | null = null;
-let cIp: string | null = null;
-let cList: string | null = null;
+const COMMA = 44;
+const DASH = 45;
+
+/** First index >= i that is not a space (or `limit`). */
+function skipSpaces(line: string, i: number, limit: number): number {
+  while (i < limit && line.charCodeAt(i) === SPACE) i++;
+  return i;
+}
+
+/** End (exclusive) of the space-free token starting at `s`, at most `limit`. */
+function tokenEnd(line: string, s: number, limit: number): number {
+  // a loop, not indexOf: header tokens are a few characters long, and the call costs more than the scan
+  while (s < limit && line.charCodeAt(s) !== SPACE) s++;
+  return s;
+}
 
 /**
- * Slow path for a client part that contains a space, a comma or a quote:
- * an optional `host[:port]` prefix, then one address or an address list.
- * As in Filebeat's grok, a first whitespace-separated token that neither
- * starts with a quote nor contains a comma and is followed by more address
- * text is the vhost; everything else is one list split on `"`, `,` and
- * whitespace (so `"a, b" c` and `a, b c` are the three-item lists Filebeat
- * reports as nginx.access.remote_ip_list).
+ * End (exclusive) of the address field starting at `s` (a non-space), at most
+ * `limit`; -1 when it opens a quote that is not closed before `limit`.
+ * A quoted field runs to its closing quote; an unquoted one is a token, and a
+ * token ending in `,` continues it with the next token (`a, b, c`).
  */
-function parseClient(part: string): void {
-  cVhost = null;
-  let rest = part;
-  const sp = part.search(/\s/);
-  if (sp > 0) {
-    const first = part.slice(0, sp);
-    const after = part.slice(sp).trimStart();
-    if (first.charCodeAt(0) !== QUOTE && first.indexOf(',') < 0 && after !== '' && after.charCodeAt(0) !== 44) {
-      cVhost = first;
-      rest = after;
-    }
+function addressEnd(line: string, s: number, limit: number, hasBackslash: boolean): number {
+  if (line.charCodeAt(s) === QUOTE) {
+    const q = findClose(line, s + 1, limit, hasBackslash);
+    return q < 0 ? -1 : q + 1;
   }
-  const items = rest.split(/[\s,"]+/).filter((x) => x !== '' && x !== '-');
-  if (items.length === 0) {
-    cIp = null;
-    cList = null;
-  } else if (items.length === 1) {
-    cIp = items[0]!;
-    cList = null;
-  } else {
-    cIp = filebeatPick(items);
-    cList = items.join(', ');
+  let e = tokenEnd(line, s, limit);
+  while (e < limit && line.charCodeAt(e - 1) === COMMA) {
+    const n = skipSpaces(line, e, limit);
+    if (n === limit) break;
+    e = tokenEnd(line, n, limit);
+  }
+  return e;
+}
+
+/** Whether line[s..e) is an address list: quoted, or holding a comma. */
+function isList(line: string, s: number, e: number): boolean {
+  if (line.charCodeAt(s) === QUOTE) return true;
+  // a loop, not indexOf: the field is short, and the next comma is often far away in the user agent
+  for (let i = s; i < e; i++) if (line.charCodeAt(i) === COMMA) return true;
+  return false;
+}
+
+function isDash(line: string, s: number, e: number): boolean {
+  return e - s === 1 && line.charCodeAt(s) === DASH;
+}
+
+/**
+ * Whether the field ending at `e` is a prefix: what follows it must be
+ * `client ident user` before `limit` (the timestamp), with a client that is
+ * not `-`. Returns the client's end (it starts at skipSpaces(e)), or -1 when
+ * the field is no prefix. Only the two fields after `e` are looked at, never
+ * the user's text (see the header comment).
+ */
+function prefixClientEnd(line: string, e: number, limit: number, hasBackslash: boolean): number {
+  const cs = skipSpaces(line, e, limit);
+  if (cs === e || cs >= limit) return -1;
+  const ce = addressEnd(line, cs, limit, hasBackslash);
+  if (ce < 0 || isDash(line, cs, ce)) return -1;
+  const is = skipSpaces(line, ce, limit);
+  if (is === ce || is >= limit) return -1;
+  const us = skipSpaces(line, tokenEnd(line, is, limit), limit);
+  return us >= limit ? -1 : ce;
+}
+
+/** Appends the entries of the address list line[s..e) (split on quotes, commas and white space; `-` dropped). */
+function listItems(line: string, s: number, e: number, out: string[]): void {
+  let i = s;
+  while (i < e) {
+    let c = line.charCodeAt(i);
+    while (i < e && (c === QUOTE || c === COMMA || c === SPACE || c === 9)) c = line.charCodeAt(++i);
+    const b = i;
+    while (i < e && c !== QUOTE && c !== COMMA && c !== SPACE && c !== 9) c = line.charCodeAt(++i);
+    if (i > b && !isDash(line, b, i)) out.push(line.slice(b, i));
   }
 }
 
@@ -307,6 +379,21 @@ function normaliseList(v: string | null): string | null {
   return items.length === 0 ? null : items.join(', ');
 }
 
+/**
+ * Index of the space before the timestamp's `[`, or -1. The first ` [dd/` wins;
+ * when there is none, the first ` [` + digit, so that a malformed timestamp
+ * gets an "invalid timestamp ..." reason rather than "missing timestamp".
+ */
+function findTimestamp(line: string, end: number): number {
+  let loose = -1;
+  for (let i = line.indexOf(' ['); i >= 0 && i < end; i = line.indexOf(' [', i + 1)) {
+    if (digit(line, i + 2) < 0) continue;
+    if (digit(line, i + 3) >= 0 && line.charCodeAt(i + 4) === 47) return i;
+    if (loose < 0) loose = i;
+  }
+  return loose;
+}
+
 function isMethodChar(c: number): boolean {
   return (c >= 65 && c <= 90) || c === 45 || c === 95; // A-Z - _
 }
@@ -317,31 +404,67 @@ function parseLine(line: string): ParseResult {
   if (end === 0) return fail('empty line');
   const hasBackslash = line.indexOf('\\') >= 0;
 
-  // ---- header: [vhost ]client ident user
-  let tsOpen = line.indexOf(' [');
-  while (tsOpen >= 0 && tsOpen < end && digit(line, tsOpen + 2) < 0) tsOpen = line.indexOf(' [', tsOpen + 1);
-  if (tsOpen < 0 || tsOpen >= end) return fail('missing timestamp');
-  const userSp = tsOpen > 0 ? line.lastIndexOf(' ', tsOpen - 1) : -1;
-  if (userSp <= 0) return fail('missing client address');
-  const identSp = line.lastIndexOf(' ', userSp - 1);
-  if (identSp <= 0) return fail('missing client address');
-  const remoteUser = field(line, userSp + 1, tsOpen, hasBackslash);
-
+  // ---- header: [vhost ][list ]client ident user, read from the left (see the header comment)
+  const tsOpen = findTimestamp(line, end);
+  if (tsOpen < 0) return fail('missing timestamp');
+  // Plain locals rather than a helper with result slots: this runs for every line.
+  let cs = 0;
+  let ce = 0;
+  let userS = -1;
   let vhost: string | null = null;
+  let listS = -1;
+  let listE = -1;
+  let clientIsList = false;
+  // Fast path, nearly every line: `client - user`, the client one token without
+  // comma or quote. An ident `-` rules out any prefix, so this is the general
+  // rule below, minus its function calls.
+  let c0 = line.charCodeAt(0);
+  while (ce < tsOpen && c0 !== SPACE && c0 !== COMMA && c0 !== QUOTE) c0 = line.charCodeAt(++ce);
+  if (ce > 0 && line.charCodeAt(ce) === SPACE && line.charCodeAt(ce + 1) === DASH && line.charCodeAt(ce + 2) === SPACE) {
+    userS = skipSpaces(line, ce + 3, tsOpen);
+  }
+  if (userS < 0 || userS >= tsOpen) {
+    cs = skipSpaces(line, 0, tsOpen);
+    if (cs >= tsOpen) return fail('missing client address');
+    ce = addressEnd(line, cs, tsOpen, hasBackslash);
+    if (ce < 0) return fail('unterminated quoted field client');
+    clientIsList = isList(line, cs, ce);
+    if (!clientIsList) {
+      const next = prefixClientEnd(line, ce, tsOpen, hasBackslash);
+      if (next >= 0) {
+        if (!isDash(line, cs, ce)) vhost = line.slice(cs, ce);
+        cs = skipSpaces(line, ce, tsOpen);
+        ce = next;
+        clientIsList = isList(line, cs, ce);
+      }
+    }
+    if (clientIsList) {
+      const next = prefixClientEnd(line, ce, tsOpen, hasBackslash);
+      if (next >= 0) {
+        listS = cs;
+        listE = ce;
+        cs = skipSpaces(line, ce, tsOpen);
+        ce = next;
+        clientIsList = isList(line, cs, ce);
+      }
+    }
+    const identS = skipSpaces(line, ce, tsOpen);
+    if (identS === ce || identS >= tsOpen) return fail('missing ident and remote user fields (expected "client ident user [timestamp]")');
+    userS = skipSpaces(line, tokenEnd(line, identS, tsOpen), tsOpen);
+    if (userS >= tsOpen) return fail('missing remote user field (expected "client ident user [timestamp]")');
+  }
+  const remoteUser = field(line, userS, tsOpen, hasBackslash);
   let clientIp: string | null;
   let forwardedFor: string | null = null;
-  let simple = true;
-  for (let i = 0; i < identSp; i++) {
-    const c = line.charCodeAt(i);
-    if (c === SPACE || c === 44 || c === QUOTE || c === 9) { simple = false; break; }
-  }
-  if (simple) {
-    clientIp = identSp === 1 && line.charCodeAt(0) === 45 ? null : line.slice(0, identSp);
+  if (listS < 0 && !clientIsList) {
+    // the common case: one address, no list
+    clientIp = isDash(line, cs, ce) ? null : line.slice(cs, ce);
   } else {
-    parseClient(line.slice(0, identSp));
-    vhost = cVhost;
-    clientIp = cIp;
-    forwardedFor = cList;
+    const items: string[] = [];
+    if (listS >= 0) listItems(line, listS, listE, items);
+    listItems(line, cs, ce, items);
+    clientIp = items.length === 0 ? null : filebeatPick(items);
+    if (items.length > 1) forwardedFor = items.join(', ');
   }
 
   // ---- timestamp: dd/Mon/yyyy:HH:MM:SS[.fff] +zzzz]
@@ -355,14 +478,19 @@ function parseLine(line: string): ParseResult {
   const y1 = digit(line, p + 7), y2 = digit(line, p + 8), y3 = digit(line, p + 9), y4 = digit(line, p + 10);
   if (y1 < 0 || y2 < 0 || y3 < 0 || y4 < 0 || line.charCodeAt(p + 11) !== 58) return fail('invalid timestamp year');
   const year = y1 * 1000 + y2 * 100 + y3 * 10 + y4;
+  // DATETIME holds years 1000..9999; a 4-digit year below 1000 is no real log time.
+  if (year < 1000) return fail(`invalid timestamp year ${line.slice(p + 7, p + 11)} (outside 1000..9999)`);
   if (day < 1 || day > DAYS_IN_MONTH[mon]! || (mon === 1 && day === 29 && !isLeap(year))) return fail('invalid timestamp day');
   const h1 = digit(line, p + 12), h2 = digit(line, p + 13);
   const m1 = digit(line, p + 15), m2 = digit(line, p + 16);
   const s1 = digit(line, p + 18), s2 = digit(line, p + 19);
   if (h1 < 0 || h2 < 0 || line.charCodeAt(p + 14) !== 58 || m1 < 0 || m2 < 0 ||
-      line.charCodeAt(p + 17) !== 58 || s1 < 0 || s2 < 0) return fail('invalid timestamp time');
+      line.charCodeAt(p + 17) !== 58 || s1 < 0 || s2 < 0) return fail('invalid timestamp time (expected HH:MM:SS)');
   const hour = h1 * 10 + h2, minute = m1 * 10 + m2, second = s1 * 10 + s2;
-  if (hour > 23 || minute > 59 || second > 59) return fail('invalid timestamp time');
+  // No leap second: Apache and nginx take the time from the C library, which never gives :60.
+  if (hour > 23) return fail(`invalid timestamp hour ${line.slice(p + 12, p + 14)} (outside 00..23)`);
+  if (minute > 59) return fail(`invalid timestamp minute ${line.slice(p + 15, p + 17)} (outside 00..59)`);
+  if (second > 59) return fail(`invalid timestamp second ${line.slice(p + 18, p + 20)} (outside 00..59)`);
   p += 20;
   let ms = 0;
   if (line.charCodeAt(p) === 46) { // optional fraction, kept to milliseconds
@@ -379,17 +507,26 @@ function parseLine(line: string): ParseResult {
   if (line.charCodeAt(p) !== SPACE) return fail('invalid timestamp zone');
   const sign = line.charCodeAt(p + 1);
   const z1 = digit(line, p + 2), z2 = digit(line, p + 3), z3 = digit(line, p + 4), z4 = digit(line, p + 5);
-  if ((sign !== 43 && sign !== 45) || z1 < 0 || z2 < 0 || z3 < 0 || z4 < 0) return fail('invalid timestamp zone');
+  if ((sign !== 43 && sign !== 45) || z1 < 0 || z2 < 0 || z3 < 0 || z4 < 0) {
+    return fail('invalid timestamp zone (expected +hhmm or -hhmm)');
+  }
   const zh = z1 * 10 + z2, zm = z3 * 10 + z4;
-  if (zh > 23 || zm > 59) return fail('invalid timestamp zone');
-  if (line.charCodeAt(p + 6) !== 93) return fail('invalid timestamp (missing "]")');
+  if (zm > 59) return fail(`invalid timestamp zone ${line.slice(p + 1, p + 6)} (minutes outside 00..59)`);
   const tzAbs = zh * 60 + zm;
+  // -12:00 (Baker Island) to +14:00 (Kiribati) spans every offset in use; anything
+  // beyond is a corrupt or forged line, and it would shift the instant by a day or more.
+  if (sign === 45 ? tzAbs > 720 : tzAbs > 840) {
+    return fail(`invalid timestamp zone ${line.slice(p + 1, p + 6)} (outside -1200..+1400)`);
+  }
+  if (line.charCodeAt(p + 6) !== 93) return fail('invalid timestamp (missing "]")');
   const tzOffsetMin = tzAbs === 0 ? 0 : sign === 45 ? -tzAbs : tzAbs;
-  // Date.UTC maps years 0..99 to 1900..1999; shift by 400 Gregorian years (146097 days) instead.
-  const epochMs = year < 100
-    ? Date.UTC(year + 400, mon, day, hour, minute, second, ms) - 146097 * 86400000
-    : Date.UTC(year, mon, day, hour, minute, second, ms);
-  const ts = new Date(epochMs - tzOffsetMin * 60000);
+  const epochMs = Date.UTC(year, mon, day, hour, minute, second, ms) - tzOffsetMin * 60000;
+  // The offset can push a time at the edge of years 1000..9999 out of them in UTC,
+  // and web_requests.ts is a DATETIME (years 1000..9999) holding UTC.
+  if (epochMs < MIN_EPOCH_MS || epochMs >= END_EPOCH_MS) {
+    return fail(`invalid timestamp: ${line.slice(tsOpen + 2, p + 6)} is in year ${new Date(epochMs).getUTCFullYear()} in UTC (outside 1000..9999)`);
+  }
+  const ts = new Date(epochMs);
   p += 7;
 
   // ---- "request"
@@ -407,7 +544,13 @@ function parseLine(line: string): ParseResult {
   const st = p;
   for (let d = digit(line, p); d >= 0; d = digit(line, ++p)) status = status * 10 + d;
   if (p === st || (p < end && line.charCodeAt(p) !== SPACE)) return fail('status is not a number');
-  if (p - st !== 3 || status < 100) return fail('status out of range');
+  if (p - st !== 3 || status < 100 || status > 599) {
+    // The digits are named as written (at most 20 of them), so `042` and `0200` read as they were logged.
+    const text = p - st > 20 ? `${line.slice(st, st + 20)}...` : line.slice(st, p);
+    return fail(p - st > 3 && Number(line.slice(st, p)) <= 599
+      ? `status ${text} is not a 3-digit code`
+      : `status ${text} outside 100..599`);
+  }
 
   // ---- bytes
   if (p >= end) return fail('missing bytes');
@@ -420,7 +563,8 @@ function parseLine(line: string): ParseResult {
     const bs = p;
     for (let d = digit(line, p); d >= 0; d = digit(line, ++p)) bytes = bytes * 10 + d;
     if (p === bs || (p < end && line.charCodeAt(p) !== SPACE)) return fail('bytes is not a number');
-    if (p - bs > 15) return fail('bytes out of range');
+    // 15 digits stay exact in a double (and fit BIGINT).
+    if (p - bs > 15) return fail(`bytes ${line.slice(bs, bs + 20)}${p - bs > 20 ? '...' : ''} out of range (more than 15 digits)`);
   }
 
   // ---- "referrer" "user_agent" (absent in Common Log Format)

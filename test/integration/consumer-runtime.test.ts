@@ -1,19 +1,24 @@
 // The shared consumer runtime against a real RabbitMQ: batching, partial batch
 // failure, delayed retry through Q.retry, dead-lettering after too many attempts
-// or on a permanent error, and a whole-batch failure split into single messages.
+// or on a permanent error, a whole-batch failure split into single messages,
+// batches bounded in bytes, a memory budget for deliveries, and a batch too big
+// for MySQL's max_allowed_packet split rather than held as if MySQL were down.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
+import amqplib from 'amqplib';
 import { connectAmqp, type AmqpClient } from '../../shared/amqp/connection.ts';
 import { createPublisher, type Publisher } from '../../shared/amqp/publisher.ts';
 import { startConsumer, type BatchItem, type Contract } from '../../shared/amqp/consumer.ts';
 import { PermanentError, PoisonMessageError } from '../../shared/errors.ts';
 import { deadLetterQueue, retryQueue, type Topology } from '../../infra/topology.ts';
-import { AMQP_URL, waitFor } from './harness.ts';
+import { createPool } from '../../shared/db/pool.ts';
+import { isUnavailable } from '../../shared/errors.ts';
+import { AMQP_URL, MYSQL_URL, waitFor } from './harness.ts';
 
 const QUEUE = 'test.runtime';
 const topology: Topology = { exchanges: [{ name: 'test', type: 'topic' }], queues: [{ name: QUEUE, bindings: [{ exchange: 'test', pattern: 'test.#' }], retryDelayMs: 200 }] };
-const log = pino({ level: 'silent' });
+const log = pino({ level: process.env.TEST_LOG ?? 'silent' });
 const contract: Contract<string> = {
   name: 'text',
   decode(msg) {
@@ -39,6 +44,13 @@ after(async () => {
   await publisher?.close();
   await amqp?.close();
 });
+
+async function purgeAll(): Promise<void> {
+  const conn = await amqplib.connect(AMQP_URL);
+  const ch = await conn.createChannel();
+  for (const q of [QUEUE, retryQueue(QUEUE), deadLetterQueue(QUEUE)]) await ch.purgeQueue(q);
+  await conn.close();
+}
 
 async function drainDlq(): Promise<{ body: string; reason: string; attempts: number }[]> {
   const out: { body: string; reason: string; attempts: number }[] = [];
@@ -109,5 +121,89 @@ test('retry, partial failure, dead letters and batch splitting', async () => {
     for (let i = 0; i < 40; i++) assert.equal(seen.get(`ok-${i}`), 1, `ok-${i} handled exactly once`);
   } finally {
     await consumer.stop();
+  }
+});
+
+test('batches are bounded in bytes, and deliveries pause past the memory budget', async () => {
+  await purgeAll();
+  const batches: { count: number; bytes: number }[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held = 0;
+  let maxHeld = 0;
+  const consumer = await startConsumer(amqp, {
+    queue: QUEUE, contract, publisher, log, batchSize: 100, batchWaitMs: 20, maxAttempts: 3,
+    batchMaxBytes: 100 * 1024,
+    prefetchMaxBytes: 256 * 1024,
+    async handler(items) {
+      batches.push({ count: items.length, bytes: items.reduce((n, i) => n + i.body.length, 0) });
+      await gate; // hold the first batch: deliveries pile up until the budget stops them
+    },
+  });
+  const deliveredWhileHeld = () => {
+    held = batches.length;
+    return held;
+  };
+  try {
+    // 200 messages of 30 KiB = 6 MB: without a budget, the prefetch of 200 would take them all at once.
+    const body = (i: number) => Buffer.from(`${i}-`.padEnd(30 * 1024, 'x'));
+    await Promise.all(Array.from({ length: 200 }, (_, i) => publisher.publish('test', 'test.x', body(i), { messageId: `big${i}` })));
+    await waitFor('the first batch to be handled', async () => deliveredWhileHeld() === 1, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    maxHeld = batches.length;
+    // The budget (256 KiB, about 9 bodies) stopped deliveries: most still wait on the broker
+    // (what the broker had sent before it saw the cancel is the overshoot).
+    const probe = await amqplib.connect(AMQP_URL);
+    const ready = (await (await probe.createChannel()).checkQueue(QUEUE)).messageCount;
+    await probe.close();
+    assert.ok(ready >= 100, `${ready} messages still on the broker while the budget is spent`);
+    release();
+    await waitFor('all 200 messages', async () => batches.reduce((n, b) => n + b.count, 0) === 200, 20_000);
+    assert.equal(maxHeld, 1, 'nothing else was handled while the first batch was held');
+    for (const b of batches) assert.ok(b.bytes <= 100 * 1024 || b.count === 1, `a batch of ${b.count} messages holds ${b.bytes} bytes`);
+    assert.ok(batches.every((b) => b.count <= 3), `batches of at most 3 x 30 KiB: ${batches.map((b) => b.count).join(',')}`);
+  } finally {
+    release();
+    await consumer.stop();
+  }
+});
+
+test('a batch over max_allowed_packet is split and stored, not held as an outage', async () => {
+  await purgeAll();
+  const admin = createPool(MYSQL_URL, 1);
+  const [[{ packet }]] = (await admin.query('SELECT @@max_allowed_packet AS packet')) as [{ packet: number }[], unknown];
+  await admin.query('CREATE TABLE IF NOT EXISTS runtime_blobs (id VARCHAR(64) PRIMARY KEY, body LONGBLOB NOT NULL)');
+  await admin.query('TRUNCATE runtime_blobs');
+  // Each body is a fifth of the server's packet limit: one fits in an INSERT (as hex, 2/5),
+  // the batch of 8 (16/5) does not. MySQL answers such an INSERT by dropping the connection.
+  const size = Math.floor(Number(packet) / 5);
+  const pool = createPool(MYSQL_URL, 2);
+  const errors: string[] = [];
+  const consumer = await startConsumer(amqp, {
+    queue: QUEUE, contract, publisher, log, batchSize: 50, batchWaitMs: 100, maxAttempts: 3,
+    probe: () => pool.query('SELECT 1'),
+    async handler(items) {
+      try {
+        await pool.query('INSERT INTO runtime_blobs (id, body) VALUES ? ON DUPLICATE KEY UPDATE id = id', [items.map((i) => [i.body.slice(0, 10), Buffer.from(i.body)])]);
+      } catch (err) {
+        errors.push(`${(err as { code?: string }).code}:${isUnavailable(err)}`);
+        throw err;
+      }
+    },
+  });
+  try {
+    const bodies = Array.from({ length: 8 }, (_, i) => `blob-${i}`.padEnd(10, '-').padEnd(size, 'y'));
+    await Promise.all(bodies.map((b, i) => publisher.publish('test', 'test.x', Buffer.from(b), { messageId: `blob${i}` })));
+    await waitFor('all 8 rows stored', async () => {
+      const [[row]] = (await admin.query('SELECT COUNT(*) AS n FROM runtime_blobs')) as [{ n: number }[], unknown];
+      return Number(row!.n) === 8;
+    }, 30_000);
+    assert.ok(errors.length > 0, 'the whole batch did fail once');
+    assert.deepEqual(await drainDlq(), [], 'nothing dead-lettered');
+  } finally {
+    await consumer.stop();
+    await admin.query('DROP TABLE IF EXISTS runtime_blobs');
+    await pool.end();
+    await admin.end();
   }
 });

@@ -363,3 +363,162 @@ describe('edge cases', () => {
     }
   });
 });
+
+describe('hostile header fields: the client is anchored on the first field', () => {
+  const TS = '[10/Oct/2000:13:55:36 -0700]';
+  const REST = `"GET / HTTP/1.1" 200 2326 "-" "ua"`;
+  const header = (v: WebRequest) => ({ vhost: v.vhost, clientIp: v.clientIp, forwardedFor: v.forwardedFor, remoteUser: v.remoteUser });
+
+  test('a remote user with spaces does not move client_ip', () => {
+    const v = mustParse(`1.2.3.4 - John Smith ${TS} ${REST}`);
+    assert.deepEqual(header(v), { vhost: null, clientIp: '1.2.3.4', forwardedFor: null, remoteUser: 'John Smith' });
+    assert.equal(v.ts.toISOString(), '2000-10-10T20:55:36.000Z');
+    assert.equal(v.status, 200);
+  });
+
+  test('a remote user that imitates header fields stays the user', () => {
+    const cases: [string, string][] = [
+      ['x 6.6.6.6 - -', 'x 6.6.6.6 - -'], // used to give client "x" and user "-"
+      ['6.6.6.6, 7.7.7.7', '6.6.6.6, 7.7.7.7'], // looks like an address list
+      ['"6.6.6.6, 7.7.7.7" 8.8.8.8 -', '"6.6.6.6, 7.7.7.7" 8.8.8.8 -'], // looks like a quoted list prefix
+      ['evil.example:443 6.6.6.6 - bob', 'evil.example:443 6.6.6.6 - bob'], // looks like a vhost line
+      ['- -', '- -'],
+      ['Bob [1st]', 'Bob [1st]'], // a "[" that is no timestamp
+      [String.raw`a \"b\" c`, 'a "b" c'], // Apache escapes quotes in %u
+    ];
+    for (const [user, expected] of cases) {
+      const v = mustParse(`1.2.3.4 - ${user} ${TS} ${REST}`);
+      assert.deepEqual(header(v), { vhost: null, clientIp: '1.2.3.4', forwardedFor: null, remoteUser: expected }, user);
+    }
+  });
+
+  test('fuzz: no user text built from header-like pieces moves the vhost, client or list', () => {
+    const pieces = ['-', ' ', ' ', ',', '"', '6.6.6.6', 'evil:80', '[2001:db8::6]:1', 'a', 'John', '10.0.0.1,', '[', ']', '\t'];
+    const heads: [string, Record<string, unknown>][] = [
+      ['1.2.3.4 -', { vhost: null, clientIp: '1.2.3.4', forwardedFor: null }],
+      ['example.com:443 1.2.3.4 -', { vhost: 'example.com:443', clientIp: '1.2.3.4', forwardedFor: null }],
+      ['[2001:db8::1]:8080 2001:db8::2 -', { vhost: '[2001:db8::1]:8080', clientIp: '2001:db8::2', forwardedFor: null }],
+      ['10.0.0.2, 10.0.0.1, 85.181.35.98 -', { vhost: null, clientIp: '85.181.35.98', forwardedFor: '10.0.0.2, 10.0.0.1, 85.181.35.98' }],
+      ['"10.0.0.1, 9.9.9.9" 10.2.1.185 -', { vhost: null, clientIp: '9.9.9.9', forwardedFor: '10.0.0.1, 9.9.9.9, 10.2.1.185' }],
+    ];
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let k = 0; k < 3000; k++) {
+      let user = '';
+      for (let n = 1 + rnd(8); n > 0; n--) user += pieces[rnd(pieces.length)];
+      if (user.startsWith(' ')) user = 'u' + user; // leading spaces belong to the separator
+      const [head, expected] = heads[k % heads.length]!;
+      const line = `${head} ${user} ${TS} ${REST}`;
+      const v = mustParse(line);
+      assert.deepEqual({ vhost: v.vhost, clientIp: v.clientIp, forwardedFor: v.forwardedFor }, expected, line);
+      assert.equal(v.remoteUser, user === '-' ? null : user, line);
+      assert.equal(v.ts.toISOString(), '2000-10-10T20:55:36.000Z', line);
+    }
+  });
+
+  test('host:port and IPv6 prefixes and clients', () => {
+    assert.deepEqual(header(mustParse(`example.com:443 1.2.3.4 - - ${TS} ${REST}`)),
+      { vhost: 'example.com:443', clientIp: '1.2.3.4', forwardedFor: null, remoteUser: null });
+    assert.deepEqual(header(mustParse(`[2001:db8::1]:8080 2001:db8::2 - - ${TS} ${REST}`)),
+      { vhost: '[2001:db8::1]:8080', clientIp: '2001:db8::2', forwardedFor: null, remoteUser: null });
+    assert.deepEqual(header(mustParse(`2001:db8::1 - - ${TS} ${REST}`)),
+      { vhost: null, clientIp: '2001:db8::1', forwardedFor: null, remoteUser: null });
+    assert.deepEqual(header(mustParse(`2001:db8::1 - John Smith ${TS} ${REST}`)),
+      { vhost: null, clientIp: '2001:db8::1', forwardedFor: null, remoteUser: 'John Smith' });
+    assert.deepEqual(header(mustParse(`2001:db8::1 2001:db8::2 - - ${TS} ${REST}`)),
+      { vhost: '2001:db8::1', clientIp: '2001:db8::2', forwardedFor: null, remoteUser: null });
+    assert.deepEqual(header(mustParse(`example.com:443 1.2.3.4 - John Smith ${TS} ${REST}`)),
+      { vhost: 'example.com:443', clientIp: '1.2.3.4', forwardedFor: null, remoteUser: 'John Smith' });
+    assert.deepEqual(header(mustParse(`example.com 10.0.0.1, 8.8.8.8 - J S ${TS} ${REST}`)),
+      { vhost: 'example.com', clientIp: '8.8.8.8', forwardedFor: '10.0.0.1, 8.8.8.8', remoteUser: 'J S' });
+  });
+
+  test('address lists: a token ending in "," continues the list, a quoted list is one field', () => {
+    assert.deepEqual(header(mustParse(`10.0.0.2, 10.0.0.1, 127.0.0.1 - John Smith ${TS} ${REST}`)),
+      { vhost: null, clientIp: '10.0.0.2', forwardedFor: '10.0.0.2, 10.0.0.1, 127.0.0.1', remoteUser: 'John Smith' });
+    assert.deepEqual(header(mustParse(`"10.0.0.1, 8.8.8.8" - John Smith ${TS} ${REST}`)),
+      { vhost: null, clientIp: '8.8.8.8', forwardedFor: '10.0.0.1, 8.8.8.8', remoteUser: 'John Smith' });
+    // a list before the client (Filebeat's `"a, b" c` and `a, b c`): one list
+    assert.deepEqual(header(mustParse(`"10.0.0.1, 8.8.8.8" 1.2.3.4 - John Smith ${TS} ${REST}`)),
+      { vhost: null, clientIp: '8.8.8.8', forwardedFor: '10.0.0.1, 8.8.8.8, 1.2.3.4', remoteUser: 'John Smith' });
+    assert.deepEqual(header(mustParse(`10.0.0.1, 8.8.8.8 1.2.3.4 - - ${TS} ${REST}`)),
+      { vhost: null, clientIp: '8.8.8.8', forwardedFor: '10.0.0.1, 8.8.8.8, 1.2.3.4', remoteUser: null });
+    assert.deepEqual(header(mustParse(`"-" - - ${TS} ${REST}`)), { vhost: null, clientIp: null, forwardedFor: null, remoteUser: null });
+  });
+
+  test('an ident other than "-" with a one-word user is no prefix', () => {
+    assert.deepEqual(header(mustParse(`1.2.3.4 identd frank ${TS} ${REST}`)),
+      { vhost: null, clientIp: '1.2.3.4', forwardedFor: null, remoteUser: 'frank' });
+  });
+
+  test('missing or broken header fields are named', () => {
+    assert.equal(mustReject(`1.2.3.4 - ${TS} ${REST}`), 'missing remote user field (expected "client ident user [timestamp]")');
+    assert.equal(mustReject(`1.2.3.4 ${TS} ${REST}`), 'missing ident and remote user fields (expected "client ident user [timestamp]")');
+    assert.equal(mustReject(` ${TS} ${REST}`), 'missing client address');
+    assert.equal(mustReject(`"1.2.3.4 - - ${TS} ${REST}`), 'unterminated quoted field client');
+  });
+});
+
+describe('range checks name the value', () => {
+  const line = (ts: string, status = '200') => `1.2.3.4 - - [${ts}] "GET / HTTP/1.1" ${status} 1 "-" "-"`;
+  const OK_TS = '10/Oct/2000:13:55:36 -0700';
+
+  test('status outside 100..599', () => {
+    assert.equal(mustReject(line(OK_TS, '42')), 'status 42 outside 100..599');
+    assert.equal(mustReject(line(OK_TS, '099')), 'status 099 outside 100..599');
+    assert.equal(mustReject(line(OK_TS, '600')), 'status 600 outside 100..599');
+    assert.equal(mustReject(line(OK_TS, '999')), 'status 999 outside 100..599');
+    assert.equal(mustReject(line(OK_TS, '0200')), 'status 0200 is not a 3-digit code');
+    assert.equal(mustReject(line(OK_TS, '9'.repeat(40))), `status ${'9'.repeat(20)}... outside 100..599`);
+    assert.equal(mustParse(line(OK_TS, '100')).status, 100);
+    assert.equal(mustParse(line(OK_TS, '599')).status, 599);
+  });
+
+  test('year outside 1000..9999, in the line or in UTC', () => {
+    assert.equal(mustReject(line('10/Oct/0999:13:55:36 -0700')), 'invalid timestamp year 0999 (outside 1000..9999)');
+    assert.equal(mustReject(line('10/Oct/0000:13:55:36 +0000')), 'invalid timestamp year 0000 (outside 1000..9999)');
+    assert.equal(mustParse(line('01/Jan/1000:00:00:00 +0000')).ts.toISOString(), '1000-01-01T00:00:00.000Z');
+    assert.equal(mustParse(line('31/Dec/9999:23:59:59 +0000')).ts.toISOString(), '9999-12-31T23:59:59.000Z');
+    assert.equal(mustReject(line('01/Jan/1000:00:30:00 +0100')),
+      'invalid timestamp: 01/Jan/1000:00:30:00 +0100 is in year 999 in UTC (outside 1000..9999)');
+    assert.equal(mustReject(line('31/Dec/9999:23:59:59 -0100')),
+      'invalid timestamp: 31/Dec/9999:23:59:59 -0100 is in year 10000 in UTC (outside 1000..9999)');
+    assert.equal(mustReject(line('10/Oct/20000:13:55:36 -0700')), 'invalid timestamp year');
+  });
+
+  test('hour, minute, second', () => {
+    assert.equal(mustReject(line('10/Oct/2000:24:00:00 -0700')), 'invalid timestamp hour 24 (outside 00..23)');
+    assert.equal(mustReject(line('10/Oct/2000:13:60:36 -0700')), 'invalid timestamp minute 60 (outside 00..59)');
+    assert.equal(mustReject(line('10/Oct/2000:13:55:60 -0700')), 'invalid timestamp second 60 (outside 00..59)');
+    assert.equal(mustReject(line('10/Oct/2000:1x:55:36 -0700')), 'invalid timestamp time (expected HH:MM:SS)');
+    assert.equal(mustParse(line('10/Oct/2000:23:59:59 +0000')).ts.toISOString(), '2000-10-10T23:59:59.000Z');
+  });
+
+  test('time-zone offset', () => {
+    assert.equal(mustReject(line('10/Oct/2000:13:55:36 +1500')), 'invalid timestamp zone +1500 (outside -1200..+1400)');
+    assert.equal(mustReject(line('10/Oct/2000:13:55:36 -1201')), 'invalid timestamp zone -1201 (outside -1200..+1400)');
+    assert.equal(mustReject(line('10/Oct/2000:13:55:36 +0160')), 'invalid timestamp zone +0160 (minutes outside 00..59)');
+    assert.equal(mustReject(line('10/Oct/2000:13:55:36 0700')), 'invalid timestamp zone (expected +hhmm or -hhmm)');
+    assert.equal(mustReject(line('10/Oct/2000:13:55:36 GMT')), 'invalid timestamp zone (expected +hhmm or -hhmm)');
+    assert.equal(mustParse(line('10/Oct/2000:13:55:36 +1400')).tzOffsetMin, 840);
+    assert.equal(mustParse(line('10/Oct/2000:13:55:36 -1200')).tzOffsetMin, -720);
+    assert.equal(mustParse(line('10/Oct/2000:13:55:36 +0545')).tzOffsetMin, 345);
+  });
+
+  test('day and month', () => {
+    assert.equal(mustReject(line('32/Oct/2000:13:55:36 -0700')), 'invalid timestamp day');
+    assert.equal(mustReject(line('31/Apr/2000:13:55:36 -0700')), 'invalid timestamp day');
+    assert.equal(mustReject(line('00/Oct/2000:13:55:36 -0700')), 'invalid timestamp day');
+    assert.equal(mustParse(line('29/Feb/2000:13:55:36 -0700')).ts.toISOString(), '2000-02-29T20:55:36.000Z');
+    assert.equal(mustReject(line('1/Oct/2000:13:55:36 -0700')), 'invalid timestamp day'); // not "missing timestamp"
+    assert.equal(mustReject(line('10/oct/2000:13:55:36 -0700')), 'invalid timestamp month');
+  });
+
+  test('bytes with more than 15 digits', () => {
+    assert.equal(mustReject(`1.2.3.4 - - [${OK_TS}] "GET / HTTP/1.1" 200 ${'1'.repeat(16)}`), `bytes ${'1'.repeat(16)} out of range (more than 15 digits)`);
+    assert.equal(mustParse(`1.2.3.4 - - [${OK_TS}] "GET / HTTP/1.1" 200 ${'9'.repeat(15)}`).bytes, 999999999999999);
+  });
+});
