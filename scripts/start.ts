@@ -42,8 +42,13 @@ for (let i = 0; i < args.length; i++) {
 }
 
 const env: NodeJS.ProcessEnv = { ...process.env };
-const sharedLogs = path.resolve(root, '../shared/data/logs');
-env.LOG_DIR ??= existsSync(sharedLogs) ? sharedLogs : path.join(root, 'logs');
+// LOG_DIR: the project's logs/ folder unless the user names one; without a log in it, the sample log.
+const sampleLog = await import('./sample-log.ts');
+env.LOG_DIR = path.resolve(root, env.LOG_DIR || 'logs');
+const wroteSample = await sampleLog.ensureSampleLog(env.LOG_DIR).catch((err: Error) => void console.error(`start: LOG_DIR=${env.LOG_DIR} holds no log, and writing the sample log there failed: ${err.message}`));
+if (wroteSample) console.log(`start: LOG_DIR=${env.LOG_DIR} held no log: wrote the sample access log ${wroteSample} (${sampleLog.SAMPLE_LOG_DEFAULTS.lines.toLocaleString('en')} lines; npm run sample-log -- --help)`);
+const logFiles = sampleLog.findLogFiles(env.LOG_DIR);
+const demoLog = logFiles.includes(sampleLog.SAMPLE_LOG_FILE) ? sampleLog.SAMPLE_LOG_FILE : (logFiles[0] ?? sampleLog.SAMPLE_LOG_FILE);
 env.SES_ENDPOINT ??= 'http://127.0.0.1:8005';
 
 const run = (cmd: string, cmdArgs: string[]) => spawnSync(cmd, cmdArgs, { cwd: root, stdio: 'inherit', env }).status === 0;
@@ -86,7 +91,7 @@ for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn,
 
 const port = env.HTTP_PORT ?? '3000';
 console.log(`\nsluice is starting: trigger on http://127.0.0.1:${port}, LOG_DIR=${env.LOG_DIR}, SES at ${env.SES_ENDPOINT}.
-Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ?? 'dev-token'}' -H 'content-type: application/json' -d '{"kind":"logs","file":"apache_logs"}'
+Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ?? 'dev-token'}' -H 'content-type: application/json' -d '${JSON.stringify({ kind: 'logs', file: demoLog })}'
 Ctrl+C stops everything.\n`);
 
 async function stop(signal: NodeJS.Signals) {

@@ -231,6 +231,13 @@ test('every function has a compose service built from infra/Dockerfile that runs
   assert.equal(path.posix.resolve(workdirOf(source) ?? '/', src!), path.posix.resolve(workdirOf(source) ?? '/', 'dist/${FUNCTION}'), 'copies the build output dir');
   assert.equal(path.posix.resolve(workdir, dest!), workdir, 'into the WORKDIR, where CMD runs index.mjs');
 
+  // The images build from the repository alone: COPY --from names a build stage, never another build context.
+  for (const stage of stages) {
+    for (const copy of ops(stage, 'COPY')) {
+      const from = /--from=(\S+)/.exec(copy.args)?.[1];
+      if (from !== undefined) assert.ok(stageNamed(from), `infra/Dockerfile: COPY --from=${from} names a build stage`);
+    }
+  }
   for (const fn of functions) {
     const service = compose.services[fn];
     assert.ok(service, `compose service ${fn}`);
@@ -239,7 +246,7 @@ test('every function has a compose service built from infra/Dockerfile that runs
     assert.equal(path.resolve(root, build.context ?? '.', build.dockerfile ?? 'Dockerfile'), path.join(root, 'infra/Dockerfile'), `${fn} builds infra/Dockerfile`);
     assert.equal(build.args?.FUNCTION, fn, `${fn} builds with FUNCTION=${fn}`);
     assert.ok(build.target === undefined || build.target === finalStage.name, `${fn} builds the final stage`);
-    assert.ok(build.additional_contexts?.shared, `${fn} gets the build context shared (the EV catalog)`);
+    assert.equal(build.additional_contexts, undefined, `${fn} builds from the repository alone (no additional build context)`);
     const command = [service.entrypoint ?? [], service.command ?? []].flat().join(' ');
     assert.ok(command === '' || /\bindex\.mjs\b/.test(command), `${fn}: command runs index.mjs (or is the image's CMD)`);
     assert.ok(existsSync(path.join(root, 'dist', fn, 'index.mjs')), `dist/${fn}/index.mjs exists (node build.mjs)`);

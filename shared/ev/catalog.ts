@@ -1,8 +1,10 @@
 // The EV catalog (vehicles, charger mix, efficiencies) the charging simulator
-// draws from. The JSON lives in ../shared/data/ev/vehicles.json beside the repository; bundles that
-// run from another directory pass its path explicitly.
+// draws from. The catalog is part of the project: shared/ev/vehicles.json, imported
+// as a module, so esbuild inlines it into every bundle that uses it (the trigger)
+// and no file is read at run time. EV_CATALOG (a path) overrides it.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import bundledCatalog from './vehicles.json' with { type: 'json' };
 
 /** A [SoC %, kW] point of a DC charging curve. */
 const CurvePointSchema = z.tuple([z.number().min(0).max(100), z.number().nonnegative()]);
@@ -71,28 +73,38 @@ export function parseCatalog(json: unknown): Catalog {
   throw new Error(`invalid EV catalog: ${lines.join('; ')}`);
 }
 
+/** Where the catalog that ships with the project comes from (named in errors). */
+export const BUNDLED_CATALOG = 'shared/ev/vehicles.json (bundled)';
+
 /**
- * Reads and validates the catalog. Without an argument it reads
- * ../shared/data/ev/vehicles.json (beside the repository) relative to this module; bundles running
- * from another directory pass the path (string, relative to the cwd, or URL).
+ * The validated catalog. Without a path (or with an empty one) it is the catalog that
+ * ships with the project, shared/ev/vehicles.json, bundled into the code: nothing is read
+ * from disk. With a path (EV_CATALOG; a string relative to the cwd, or a URL) it reads
+ * and validates that file instead.
  */
 export function loadCatalog(path?: string | URL): Catalog {
-  const where = path ?? new URL('../../../shared/data/ev/vehicles.json', import.meta.url);
+  if (path === undefined || path === '') {
+    try {
+      return parseCatalog(bundledCatalog);
+    } catch (err) {
+      throw new Error(`${(err as Error).message} (in ${BUNDLED_CATALOG})`, { cause: err });
+    }
+  }
   let text: string;
   try {
-    text = readFileSync(where, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read EV catalog ${String(where)}: ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot read EV catalog ${String(path)}: ${(err as Error).message}`, { cause: err });
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new Error(`EV catalog ${String(where)} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    throw new Error(`EV catalog ${String(path)} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   try {
     return parseCatalog(json);
   } catch (err) {
-    throw new Error(`${(err as Error).message} (in ${String(where)})`, { cause: err });
+    throw new Error(`${(err as Error).message} (in ${String(path)})`, { cause: err });
   }
 }
