@@ -3,10 +3,6 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 
-export const DEFAULTS = {
-  AMQP_URL: 'amqp://guest:guest@127.0.0.1:5672',
-  MYSQL_URL: 'mysql://sluice:sluice@127.0.0.1:3306/sluice',
-} as const;
 
 const url = (protocols: string[]) =>
   z.string().refine((v) => {
@@ -19,13 +15,16 @@ const url = (protocols: string[]) =>
 
 /** Variables every function reads. */
 export const baseConfigShape = {
-  AMQP_URL: url(['amqp:', 'amqps:']).default(DEFAULTS.AMQP_URL),
-  MYSQL_URL: url(['mysql:']).default(DEFAULTS.MYSQL_URL),
+  // No defaults: each function connects as its own user (infra/access.ts), never as an administrator by accident.
+  AMQP_URL: url(['amqp:', 'amqps:']),
+  MYSQL_URL: url(['mysql:']),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Port of the health and metrics endpoint of queue functions (0 = any free port). */
   HEALTH_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   /** Seconds to finish in-flight work after SIGTERM before exiting anyway. */
   SHUTDOWN_TIMEOUT_S: z.coerce.number().positive().default(20),
+  /** How long a function waits at boot for the migrate step to have put its schema version in place. */
+  SCHEMA_WAIT_S: z.coerce.number().min(0).max(3600).default(60),
 };
 
 /** Variables of the shared consumer runtime; each function may override the defaults. */
@@ -33,6 +32,10 @@ export const consumerConfigShape = {
   BATCH_SIZE: z.coerce.number().int().min(1).max(5000).default(500),
   BATCH_WAIT_MS: z.coerce.number().int().min(0).max(60_000).default(50),
   MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(8),
+  /** Bytes of message bodies in one batch at most (further capped at a third of the server's max_allowed_packet). */
+  BATCH_MAX_BYTES: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
+  /** Bytes of message bodies a consumer holds in memory at most before it pauses deliveries. */
+  PREFETCH_MAX_BYTES: z.coerce.number().int().min(64 * 1024).default(64 * 1024 * 1024),
 };
 
 export type BaseConfig = z.output<z.ZodObject<typeof baseConfigShape>>;
@@ -64,9 +67,32 @@ export function loadConfig<S extends z.ZodRawShape>(shape: S, env: NodeJS.Proces
   throw new ConfigError(
     result.error.issues.map((i) => {
       const name = i.path.join('.');
-      return input[name] === undefined ? `${name} is required` : `${name}=${JSON.stringify(input[name])}: ${i.message}`;
+      if (input[name] === undefined) return `${name} is required`;
+      // Never echo a secret; echo any other value with the password of a URL in it masked.
+      if (isSecretName(name)) return `${name} is invalid: ${i.message}`;
+      return `${name}=${JSON.stringify(redactUrl(String(input[name])))}: ${i.message}`;
     }),
   );
 }
 
 export const booleanFromEnv = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+/** Variables whose value is never printed: their name contains PASS (PASSWORD, PASSWD), TOKEN or SECRET. */
+export const isSecretName = (name: string): boolean => /PASS|TOKEN|SECRET/i.test(name);
+
+// user:password@ - after a scheme's "//", at the start, or after a separator (text that holds a
+// URL, a URL without its scheme or with a malformed one). The last "@" before the path ends the
+// userinfo, as in the WHATWG URL parser.
+const USERINFO = /(^|[^\w.+-])([^\s/?#@:]*):[^\s/?#]*@/g;
+// ?password=... &token=... in a query string.
+const SECRET_PARAM = /([?&][^\s=&#]*(?:pass|pwd|token|secret)[^\s=&#]*=)[^\s&#]*/gi;
+
+/**
+ * `url` with its password replaced by `***` (`amqp://user:***@host:5672`), and the values of query
+ * parameters named like a password, token or secret too; anything else is left as it is. Also
+ * takes a URL without a scheme (`user:pass@host`), a malformed one, and text that contains URLs.
+ */
+export function redactUrl(url: string): string {
+  if (!url.includes('@') && !url.includes('=')) return url;
+  return url.replace(USERINFO, '$1$2:***@').replace(SECRET_PARAM, '$1***');
+}

@@ -81,7 +81,7 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S): Pro
       throw denied ? new Error(`${errorMessage(err)}: each function has its own MySQL user, created by \`npm run migrate\`; check MYSQL_URL`) : err;
     });
     // The schema is the migrate step's job (infra/provision.ts); a function only checks it is there.
-    await waitForSchema(pool, log);
+    await waitForSchema(pool, log, undefined, config.SCHEMA_WAIT_S * 1000);
     const amqp = await connectAmqp({ url: config.AMQP_URL, name, log });
     onStop(() => amqp.close());
     const publisher = await createPublisher(amqp, { log, metrics });

@@ -1,16 +1,19 @@
 // The trigger's HTTP API as a Fastify app. No env, no listen: index.ts wires it.
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { LogController, type FastifyReply } from 'fastify';
+import { Readable } from 'node:stream';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
 import { SourceSchema } from '../../shared/contracts/logs.ts';
 import { publishFile, publishLines } from './log-runs.ts';
-import type { Runner } from './runner.ts';
+import type { Progress, Runner } from './runner.ts';
 import type { RunStore } from './runs.ts';
 import { resolveLogFile } from './paths.ts';
-import { EvRunRequestSchema, type EvRuns } from './ev-runs.ts';
+import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
+
+export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
 export interface AppDeps {
   runs: RunStore;
@@ -18,11 +21,16 @@ export interface AppDeps {
   ev: EvRuns;
   logDir: string;
   token: string;
+  /** Largest body POST /v1/logs reads (BODY_LIMIT_MB); also Fastify's limit for JSON bodies. */
   bodyLimitBytes: number;
+  /** Runs this trigger executes at once, uploads in progress included (MAX_CONCURRENT_RUNS); past it, 429. */
+  maxConcurrentRuns?: number;
+  /** Retry-After (seconds) of a 429. */
+  retryAfterS?: number;
   log: Logger;
   /** Readiness: the broker connection is up. */
   ready: () => boolean;
-  /** Prometheus registry served at /metrics (no token, like /healthz). */
+  /** Prometheus registry served at /metrics (behind the token, like every route but /healthz). */
   metrics?: Registry;
 }
 
@@ -37,9 +45,58 @@ const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRu
 const UploadQuerySchema = z.object({ source: SourceSchema.default('upload') });
 const ListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(50) });
 
-function fail(reply: FastifyReply, statusCode: 400 | 401 | 404 | 503, message: string) {
-  const error = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 503: 'Service Unavailable' }[statusCode];
-  return reply.code(statusCode).send({ statusCode, error, message });
+const STATUS_TEXT = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 413: 'Content Too Large', 429: 'Too Many Requests', 503: 'Service Unavailable' } as const;
+
+function fail(reply: FastifyReply, statusCode: keyof typeof STATUS_TEXT, message: string) {
+  return reply.code(statusCode).send({ statusCode, error: STATUS_TEXT[statusCode], message });
+}
+
+/** A request refused before its body was read: close the connection rather than read (and drop) the body. */
+function hasUnreadBody(req: FastifyRequest): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+const MIB = 1024 * 1024;
+/** "67,108,864 bytes (BODY_LIMIT_MB=64)" */
+const describeLimit = (bytes: number) => `${fmt(bytes)} bytes (BODY_LIMIT_MB=${Number((bytes / MIB).toPrecision(6))})`;
+
+/**
+ * An upload passed BODY_LIMIT_MB while streaming. Its message counts the lines the broker
+ * confirmed, read when the message is (the runner records the reason once every confirm is in).
+ */
+export class BodyTooLargeError extends Error {
+  override name = 'BodyTooLargeError';
+  constructor(limitBytes: number, runId: string, progress: Pick<Progress, 'published'>) {
+    super();
+    Object.defineProperty(this, 'message', {
+      enumerable: false,
+      configurable: true,
+      get: () =>
+        `request body is larger than the limit of ${describeLimit(limitBytes)}: reading stopped at the limit. ` +
+        `The first ${fmt(progress.published)} lines were published before it and stay published; run ${runId} is failed with this reason. ` +
+        `Upload the rest (from line ${fmt(progress.published + 1)}) separately, or raise BODY_LIMIT_MB.`,
+    });
+  }
+}
+
+/**
+ * The request body as chunks, at most `limitBytes` of them: the chunk that passes the limit is
+ * cut at it, and the next read throws `tooLarge()` instead of reading further. The stream is
+ * left open (not destroyed), so the 413 still reaches the client.
+ */
+async function* limitedBody(body: Readable, limitBytes: number, tooLarge: () => Error): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+    const buf: Buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+    if (seen + buf.length > limitBytes) {
+      if (limitBytes > seen) yield buf.subarray(0, limitBytes - seen);
+      throw tooLarge();
+    }
+    seen += buf.length;
+    yield buf;
+  }
 }
 
 function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): { ok: true; data: z.infer<S> } | { ok: false; message: string } {
@@ -50,23 +107,47 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): {
 export function createApp(deps: AppDeps) {
   const app = Fastify({
     loggerInstance: deps.log,
-    bodyLimit: deps.bodyLimitBytes,
+    // JSON bodies (run requests) are small; uploads are streams with their own limit (BODY_LIMIT_MB).
+    bodyLimit: 1024 * 1024,
     logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/metrics' }),
   });
   const expected = Buffer.from(`Bearer ${deps.token}`);
+  const maxRuns = deps.maxConcurrentRuns ?? DEFAULT_MAX_CONCURRENT_RUNS;
+  const retryAfterS = deps.retryAfterS ?? 5;
+  // Requests admitted under the limit whose run is not in runner.active yet (being planned or recorded).
+  let admitting = 0;
 
-  // Uploaded logs are bytes: keep them as a Buffer, never re-encode them.
-  app.addContentTypeParser(['text/plain', 'application/octet-stream', 'application/x-ndjson'], { parseAs: 'buffer' }, (_req, body, done) =>
-    done(null, body),
-  );
+  // Uploaded logs are bytes, streamed to the broker as they arrive: the body is handed over as
+  // the raw request stream (never buffered, never re-encoded); POST /v1/logs enforces BODY_LIMIT_MB.
+  app.addContentTypeParser(['text/plain', 'application/octet-stream', 'application/x-ndjson'], (_req, payload, done) => done(null, payload));
 
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url === '/healthz' || req.url === '/metrics') return;
+    if (req.url.split('?', 1)[0] === '/healthz') return;
     const given = Buffer.from(req.headers.authorization ?? '');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      if (hasUnreadBody(req)) reply.header('connection', 'close');
       return fail(reply, 401, req.headers.authorization ? 'wrong bearer token' : 'missing Authorization: Bearer <TRIGGER_TOKEN> header');
     }
   });
+
+  /**
+   * Admits one more run under MAX_CONCURRENT_RUNS, or answers 429 and returns null. Call the
+   * returned release() once the run is in runner.active (or was not started after all).
+   */
+  function admit(req: FastifyRequest, reply: FastifyReply): (() => void) | null {
+    const busy = deps.runner.active + admitting;
+    if (busy >= maxRuns) {
+      if (hasUnreadBody(req)) reply.header('connection', 'close');
+      reply.header('retry-after', String(retryAfterS));
+      void fail(reply, 429, `too many runs: this trigger is executing ${busy} runs and its limit is ${maxRuns} (MAX_CONCURRENT_RUNS); retry in ${retryAfterS} s`);
+      return null;
+    }
+    admitting++;
+    let released = false;
+    return () => {
+      if (!released) (released = true), admitting--;
+    };
+  }
 
   app.get('/healthz', async (_req, reply) => (deps.ready() ? { ok: true } : fail(reply, 503, 'not connected to RabbitMQ')));
   app.get('/metrics', async (_req, reply) => {
@@ -75,29 +156,74 @@ export function createApp(deps: AppDeps) {
   });
 
   app.post('/v1/runs', async (req, reply) => {
+    if (req.body instanceof Readable) {
+      reply.header('connection', 'close'); // the body is not read
+      return fail(reply, 400, 'body must be JSON (Content-Type: application/json); text bodies go to POST /v1/logs');
+    }
     const body = parse(RunRequestSchema, req.body ?? {}, 'body');
     if (!body.ok) return fail(reply, 400, body.message);
     const request = body.data;
-    if (request.kind === 'ev') {
-      const run = await deps.ev.start(request);
-      return reply.code(202).send(run);
+    const release = admit(req, reply);
+    if (!release) return reply;
+    try {
+      if (request.kind === 'ev') {
+        const run = await deps.ev.start(request);
+        return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
+      }
+      const file = await resolveLogFile(deps.logDir, request.file);
+      if (!file.ok) return fail(reply, file.status, file.message);
+      const source = request.source ?? file.defaultSource;
+      const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
+      deps.runner.start(run.id, publishFile(run.id, source, file.path));
+      return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
+    } catch (err) {
+      if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
+      throw err;
+    } finally {
+      release();
     }
-    const file = await resolveLogFile(deps.logDir, request.file);
-    if (!file.ok) return fail(reply, file.status, file.message);
-    const source = request.source ?? file.defaultSource;
-    const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
-    deps.runner.start(run.id, publishFile(run.id, source, file.path));
-    return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
   });
 
   app.post('/v1/logs', async (req, reply) => {
+    const body = req.body;
+    const refuse = (statusCode: 400 | 413, message: string) => {
+      if (body instanceof Readable) reply.header('connection', 'close'); // the body is not read
+      return fail(reply, statusCode, message);
+    };
     const query = parse(UploadQuerySchema, req.query, 'query');
-    if (!query.ok) return fail(reply, 400, query.message);
-    if (!Buffer.isBuffer(req.body)) return fail(reply, 400, 'body must be newline-delimited text (Content-Type: text/plain)');
+    if (!query.ok) return refuse(400, query.message);
+    if (!(body instanceof Readable)) return fail(reply, 400, 'body must be newline-delimited text (Content-Type: text/plain)');
+    const limit = deps.bodyLimitBytes;
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > limit) {
+      return refuse(413, `request body of ${fmt(declared)} bytes (Content-Length) is larger than the limit of ${describeLimit(limit)}; nothing was read or published`);
+    }
+    const release = admit(req, reply);
+    if (!release) return reply;
     const { source } = query.data;
-    const run = await deps.runs.create({ kind: 'logs', source, file: null });
-    const progress = await deps.runner.runNow(run.id, publishLines(run.id, source, [req.body]));
-    return reply.code(200).send({ id: run.id, lines: progress.published });
+    let runId: string;
+    let done: Promise<Progress>;
+    try {
+      const run = await deps.runs.create({ kind: 'logs', source, file: null });
+      runId = run.id;
+      // The request stream goes straight into the publisher: memory stays bounded by the
+      // runner's window of unconfirmed messages, whatever the size of the upload.
+      done = deps.runner.runNow(run.id, (out) => {
+        const chunks = limitedBody(body, limit, () => new BodyTooLargeError(limit, run.id, out.progress));
+        return publishLines(run.id, source, chunks)(out);
+      });
+    } finally {
+      release(); // runNow has put the run in runner.active (or it never started)
+    }
+    try {
+      const progress = await done;
+      return reply.code(200).send({ id: runId, lines: progress.published });
+    } catch (err) {
+      if (!(err instanceof BodyTooLargeError)) throw err;
+      // Recorded failed by the runner with this same message; the rest of the body is not read.
+      reply.header('connection', 'close');
+      return fail(reply, 413, err.message);
+    }
   });
 
   app.get('/v1/runs', async (req, reply) => {

@@ -1,18 +1,56 @@
 import { z } from 'zod';
+import { loadConfig, loadFunctionConfig } from '../../shared/config.ts';
+import { ConfigError } from '../../shared/errors.ts';
 
 export const DEV_TOKEN = 'dev-token';
 
 export const configShape = {
   HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
-  HTTP_HOST: z.string().default('0.0.0.0'),
+  /** Loopback by default: the development token is only accepted there (see exposureProblems). */
+  HTTP_HOST: z.string().default('127.0.0.1'),
   /** The only directory log runs may read. */
   LOG_DIR: z.string().min(1).default('./logs'),
   /** Bearer token every route but /healthz requires. */
   TRIGGER_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_TOKEN),
   /** Largest body POST /v1/logs accepts. */
   BODY_LIMIT_MB: z.coerce.number().positive().max(1024).default(64),
+  /** Runs this trigger executes at once (uploads in progress included); past it, starting one answers 429. */
+  MAX_CONCURRENT_RUNS: z.coerce.number().int().min(1).max(10_000).default(8),
+  /** Largest number of messages (readings + clock ticks) one EV run may publish. */
+  MAX_RUN_MESSAGES: z.coerce.number().int().min(1).max(1e12).default(5_000_000),
   /** A run whose trigger reported no progress for this long is taken over by another trigger. */
   RUN_STALE_AFTER_S: z.coerce.number().min(1).max(3600).default(30),
-  /** The EV catalog (vehicles.json); the reference copy beside the project by default. */
+  /** An EV catalog file that replaces the one bundled with the code (shared/ev/vehicles.json). */
   EV_CATALOG: z.string().optional(),
 };
+
+/** Hosts that only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** The development token is public: it is refused unless the API listens on loopback only. */
+export function exposureProblems(config: { TRIGGER_TOKEN: string; HTTP_HOST: string }): string[] {
+  if (config.TRIGGER_TOKEN !== DEV_TOKEN || isLoopback(config.HTTP_HOST)) return [];
+  return [
+    `TRIGGER_TOKEN is the development default while HTTP_HOST=${JSON.stringify(config.HTTP_HOST)} is reachable from other machines: ` +
+      'set TRIGGER_TOKEN to a secret of your own (at least 8 characters), or HTTP_HOST to 127.0.0.1, ::1 or localhost',
+  ];
+}
+
+/** Every problem of the trigger's configuration (the variables each, then the combination), or none. */
+export function triggerConfigProblems(env: NodeJS.ProcessEnv = process.env): string[] {
+  try {
+    return exposureProblems(loadFunctionConfig(configShape, env));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    let exposure: string[] = [];
+    try {
+      exposure = exposureProblems(loadConfig({ TRIGGER_TOKEN: configShape.TRIGGER_TOKEN, HTTP_HOST: configShape.HTTP_HOST }, env));
+    } catch {
+      // one of the two is itself invalid, and already named
+    }
+    return [...err.problems, ...exposure];
+  }
+}

@@ -6,7 +6,7 @@ import type { Pool } from '../../shared/db/pool.ts';
 import { CLOCK_ROUTING_KEY, EV_EXCHANGE, readingRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
 import type { Catalog } from '../../shared/ev/catalog.ts';
-import { planRun, simulateRun, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
 import type { Position, Runner } from './runner.ts';
 import type { Run, RunStore } from './runs.ts';
 
@@ -24,14 +24,53 @@ export const EvRunRequestSchema = z.strictObject({
 export type EvRunRequest = z.infer<typeof EvRunRequestSchema>;
 
 export interface EvRuns {
+  /** Plan and start a run; rejects with a RunRefusedError (a 400) when the run is too large. */
   start(request: EvRunRequest): Promise<Run>;
   /** Continue a run whose trigger died, from its checkpoint (the same seed replays the same stream). */
-  resume(run: Run): void;
+  resume(run: Run): void | Promise<void>;
 }
 
-export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool; catalog: Catalog; now?: () => number; sleep?: (ms: number) => Promise<void> }): EvRuns {
+/** The request is valid but asks for more than this trigger allows; the message says what and by how much. */
+export class RunRefusedError extends Error {
+  override name = 'RunRefusedError';
+  readonly statusCode = 400;
+}
+
+export const DEFAULT_MAX_RUN_MESSAGES = 5_000_000;
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** "this run would publish 123,456,789 messages (sessions 100000 x about 1,234 readings at sampleIntervalS 1, ...)" */
+export function tooManyMessages(request: Pick<EvRunRequest, 'sessions' | 'sampleIntervalS'>, count: RunCount, limit: number): string {
+  const perSession = count.readings / request.sessions;
+  const fit = Math.floor(limit / (count.messages / request.sessions));
+  const advice =
+    fit >= 1
+      ? `ask for about ${fmt(fit)} session${fit === 1 ? '' : 's'} or fewer, or a longer sampleIntervalS`
+      : `even one session is too many at sampleIntervalS ${request.sampleIntervalS}; use a longer sampleIntervalS`;
+  return (
+    `this run would publish ${count.exact ? '' : 'about '}${fmt(count.messages)} messages ` +
+    `(sessions ${request.sessions} x about ${fmt(perSession)} readings at sampleIntervalS ${request.sampleIntervalS}, plus ${fmt(count.clocks)} clock ticks); ` +
+    `the limit is ${fmt(limit)} (MAX_RUN_MESSAGES): ${advice}`
+  );
+}
+
+export function createEvRuns(deps: {
+  runs: RunStore;
+  runner: Runner;
+  pool: Pool;
+  catalog: Catalog;
+  /** Largest number of messages (readings + clock ticks) one run may publish. */
+  maxRunMessages?: number;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  /** Hands the event loop back between slices of planning and counting (setImmediate by default). */
+  pause?: Pause;
+}): EvRuns {
   const now = deps.now ?? (() => performance.now());
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const maxRunMessages = deps.maxRunMessages ?? DEFAULT_MAX_RUN_MESSAGES;
+  const slices = deps.pause ? { pause: deps.pause } : {};
 
   function optionsOf(run: Run): { opts: SimOptions; speed: number } {
     const p = EvRunRequestSchema.extend({ seed: z.number().int(), startTime: z.iso.datetime({ offset: true }) }).parse(run.params);
@@ -88,10 +127,17 @@ export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool;
     async start(request) {
       const seed = request.seed ?? Math.floor(Math.random() * 2 ** 32);
       const startTime = request.startTime ?? new Date().toISOString();
+      // Refused before anything is recorded: count what the run would publish (the plans'
+      // numbers and each session's physics, in slices that leave the event loop free).
+      const count = await countRunMessages(
+        { runId: 'count', sessions: request.sessions, seed, sampleIntervalS: request.sampleIntervalS, faultRate: request.faultRate, startTime: new Date(startTime), catalog: deps.catalog },
+        { limit: maxRunMessages, ...slices },
+      );
+      if (count.messages > maxRunMessages) throw new RunRefusedError(tooManyMessages(request, count, maxRunMessages));
       // Everything needed to replay the same stream is kept with the run.
       const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params: { ...request, seed, startTime } });
       const { opts, speed } = optionsOf(run);
-      const plans = planRun(opts);
+      const plans = await planRunSliced(opts, slices);
       const truth = plans.filter((p) => p.fault !== null).map((p) => [run.id, p.sessionId, p.fault]);
       for (let i = 0; i < truth.length; i += 1_000) {
         await deps.pool.query('INSERT IGNORE INTO ev_sim_truth (run_id, session_id, fault) VALUES ?', [truth.slice(i, i + 1_000)]);
@@ -99,9 +145,9 @@ export function createEvRuns(deps: { runs: RunStore; runner: Runner; pool: Pool;
       launch(run, opts, speed, plans);
       return run;
     },
-    resume(run) {
+    async resume(run) {
       const { opts, speed } = optionsOf(run);
-      launch(run, opts, speed, planRun(opts), run.checkpoint);
+      launch(run, opts, speed, await planRunSliced(opts, slices), run.checkpoint);
     },
   };
 }

@@ -1,34 +1,43 @@
 // trigger: the HTTP API that starts runs (log replays, log uploads, EV simulations).
 import type { AddressInfo } from 'node:net';
 import { boot } from '../../shared/runtime.ts';
+import { ConfigError } from '../../shared/errors.ts';
 import { loadCatalog } from '../../shared/ev/catalog.ts';
 import { createApp } from './app.ts';
-import { DEV_TOKEN, configShape } from './config.ts';
+import { DEV_TOKEN, configShape, triggerConfigProblems } from './config.ts';
 import { createEvRuns } from './ev-runs.ts';
 import { createRunner } from './runner.ts';
 import { startResumer } from './resume.ts';
 import { createRunStore } from './runs.ts';
 
+// Checked before boot connects anywhere: a bad variable, or the public dev token on a
+// non-loopback address, stops the trigger with every problem named (exit 78, like boot).
+const problems = triggerConfigProblems(process.env);
+if (problems.length > 0) {
+  process.stderr.write(`trigger: ${new ConfigError(problems).message}\n`);
+  process.exit(78); // EX_CONFIG
+}
 const deps = await boot('trigger', configShape);
 const { config, log } = deps;
-if (config.TRIGGER_TOKEN === DEV_TOKEN) log.warn('TRIGGER_TOKEN is the development default; set your own outside a laptop');
+if (config.TRIGGER_TOKEN === DEV_TOKEN) log.warn({ host: config.HTTP_HOST }, 'TRIGGER_TOKEN is the development default (accepted on loopback only); set your own outside a laptop');
 
 const runs = createRunStore(deps.pool);
 const runner = createRunner({ publisher: deps.publisher, runs, log });
 deps.onStop(() => runner.stop());
-const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG) });
+const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG), maxRunMessages: config.MAX_RUN_MESSAGES });
 const app = createApp({
   runs,
   runner,
   ev,
   logDir: config.LOG_DIR,
   token: config.TRIGGER_TOKEN,
-  bodyLimitBytes: config.BODY_LIMIT_MB * 1024 * 1024,
+  bodyLimitBytes: Math.floor(config.BODY_LIMIT_MB * 1024 * 1024),
+  maxConcurrentRuns: config.MAX_CONCURRENT_RUNS,
   log,
   ready: () => deps.amqp.connected,
   metrics: deps.metrics.registry,
 });
-const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000 });
+const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS });
 deps.onStop(() => resumer.stop());
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());

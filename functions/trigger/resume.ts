@@ -19,6 +19,8 @@ export interface ResumeDeps {
   logDir: string;
   log: Logger;
   staleAfterMs: number;
+  /** MAX_CONCURRENT_RUNS: a trigger at its limit leaves orphaned runs to another one. */
+  maxConcurrentRuns?: number;
 }
 
 async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
@@ -32,7 +34,8 @@ async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
 
 /** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */
 export async function resumeStaleRuns(deps: ResumeDeps): Promise<string[]> {
-  const claimed = await deps.runs.claimStale(deps.staleAfterMs);
+  const room = (deps.maxConcurrentRuns ?? Infinity) - deps.runner.active;
+  const claimed = await deps.runs.claimStale(deps.staleAfterMs, Math.min(100, room));
   for (const run of claimed) {
     deps.log.warn({ runId: run.id, kind: run.kind, checkpoint: run.checkpoint }, 'resuming a run whose trigger stopped');
     await resumeOne(deps, run).catch((err) => deps.log.error({ runId: run.id, err: errorMessage(err) }, 'could not resume run'));

@@ -28,7 +28,7 @@ export interface RunStore {
   list(limit: number): Promise<Run[]>;
   progress(id: string, lines: number, published: number, checkpoint: { item: number; offset: number }): Promise<void>;
   /** Take over runs whose trigger stopped reporting progress `staleAfterMs` ago; returns those this caller won. */
-  claimStale(staleAfterMs: number): Promise<Run[]>;
+  claimStale(staleAfterMs: number, limit?: number): Promise<Run[]>;
   finish(id: string, result: { state: 'done' | 'failed'; lines: number; published: number; error?: string | null }): Promise<void>;
   /** Rows stored for a run by the consumers, table by table. */
   stored(run: Run): Promise<Record<string, number>>;
@@ -89,10 +89,11 @@ export function createRunStore(pool: Pool): RunStore {
         [lines, published, checkpoint.item, checkpoint.offset, id],
       );
     },
-    async claimStale(staleAfterMs) {
+    async claimStale(staleAfterMs, limit = 100) {
+      if (limit <= 0) return [];
       const [rows] = (await pool.query(
-        "SELECT id FROM runs WHERE state = 'running' AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND LIMIT 100",
-        [staleAfterMs * 1000],
+        "SELECT id FROM runs WHERE state = 'running' AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND ORDER BY updated_at LIMIT ?",
+        [staleAfterMs * 1000, Math.min(100, limit)],
       )) as [{ id: string }[], unknown];
       const won: Run[] = [];
       for (const { id } of rows) {

@@ -5,6 +5,8 @@
 // steps each session's physics lazily and merges all sessions in event-time
 // order with a binary min-heap; sessions join the heap only when their start
 // time comes up, so memory is bounded by the number of concurrent sessions.
+// planRunSliced() and countRunMessages() do the same work in slices that yield to
+// the event loop; the latter counts what a run would publish without building it.
 //
 // Physics per sample interval dt (zero-order hold: the power reported at a
 // reading is applied until the next one):
@@ -167,6 +169,41 @@ export function stallSamplesFor(sampleIntervalS: number, extra: number): number 
 /** Draws every session of a run (cheap: no physics). The truth is `plans.filter(p => p.fault)`. */
 export function planRun(opts: SimOptions): SessionPlan[] {
   checkOptions(opts);
+  const plans: SessionPlan[] = new Array(opts.sessions);
+  let i = 0;
+  for (const plan of planSessions(opts, true)) plans[i++] = plan;
+  return plans;
+}
+
+/** Hands control back to the event loop (between slices of a long computation). */
+export type Pause = () => Promise<void>;
+const nextTurn: Pause = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * planRun() in slices of `sliceSize` sessions with a `pause()` between them, so planning
+ * 100,000 sessions (seconds of faker) never blocks the event loop. Same plans as planRun().
+ */
+export async function planRunSliced(opts: SimOptions, options: { sliceSize?: number; pause?: Pause } = {}): Promise<SessionPlan[]> {
+  checkOptions(opts);
+  const sliceSize = Math.max(1, options.sliceSize ?? 250);
+  const pause = options.pause ?? nextTurn;
+  const plans: SessionPlan[] = new Array(opts.sessions);
+  let i = 0;
+  for (const plan of planSessions(opts, true)) {
+    plans[i++] = plan;
+    if (i % sliceSize === 0 && i < opts.sessions) await pause();
+  }
+  return plans;
+}
+
+const NO_OWNER = Object.freeze({ name: '', email: '' });
+
+/**
+ * The sessions of a run, one at a time, in plan order. Without `identities`, only the
+ * numbers are drawn (the faker fields stay empty): what counting needs, at a fraction of
+ * the cost. The numbers do not depend on faker, so they are the same either way.
+ */
+function* planSessions(opts: SimOptions, identities: boolean): Generator<SessionPlan> {
   const { catalog } = opts;
   const faker = new Faker({ locale: [en, base] });
   faker.seed(opts.seed);
@@ -175,7 +212,6 @@ export function planRun(opts: SimOptions): SessionPlan[] {
   const shareTotal = catalog.chargers.reduce((s, c) => s + c.share, 0);
   const windowS = Math.max(600, opts.sessions * 2);
   const startMs0 = opts.startTime.getTime();
-  const plans: SessionPlan[] = new Array(opts.sessions);
 
   for (let i = 0; i < opts.sessions; i++) {
     // Numbers: a fixed number of draws per session, whatever the fault rate.
@@ -214,6 +250,15 @@ export function planRun(opts: SimOptions): SessionPlan[] {
       invalidField: rng() < 0.5 ? 'socPercent' : 'powerW',
     };
 
+    const numbers = {
+      index: i, fault, faultParams, vehicleIndex, vehicle, chargerIndex, charger, connectorId, startSoc, chargeLimitPercent,
+      startMs: startMs0 + offsetS * 1000, efficiency, ambientC, startTemperatureC, stopReason, physicsSeed,
+    } as const;
+    if (!identities) {
+      yield { ...numbers, sessionId: '', vin: '', chargePointId: '', location: '', owner: NO_OWNER };
+      continue;
+    }
+
     // Identities: faker (seeded once per run).
     // Scoped to the run: two runs with the same seed simulate the same sessions under
     // different ids, so their rows, states and events never collide.
@@ -225,13 +270,12 @@ export function planRun(opts: SimOptions): SessionPlan[] {
     const lastName = faker.person.lastName();
     const owner = { name: `${firstName} ${lastName}`, email: faker.internet.email({ firstName, lastName }) };
 
-    plans[i] = {
+    yield {
       index: i, sessionId, fault, faultParams, vehicleIndex, vehicle, vin, chargerIndex, charger,
       chargePointId, connectorId, location, owner, startSoc, chargeLimitPercent,
-      startMs: startMs0 + offsetS * 1000, efficiency, ambientC, startTemperatureC, stopReason, physicsSeed,
+      startMs: numbers.startMs, efficiency, ambientC, startTemperatureC, stopReason, physicsSeed,
     };
   }
-  return plans;
 }
 
 // Session modes.
@@ -286,8 +330,11 @@ class SessionSim {
   private chargingCount = 0;
   private faultPending: boolean;
   private stallLeft = 0;
+  /** Counting only: the one object every reading is "built" into (the PRNG draws still happen, in the same order). */
+  private readonly scratch: EvReading | null;
 
-  constructor(plan: SessionPlan, order: number, runId: string, sampleIntervalS: number) {
+  constructor(plan: SessionPlan, order: number, runId: string, sampleIntervalS: number, counting = false) {
+    this.scratch = counting ? ({} as EvReading) : null;
     this.plan = plan;
     this.order = order;
     this.runId = runId;
@@ -466,6 +513,7 @@ class SessionSim {
   private reading(state: ChargingState, kw: number, stopReason: StopReason | undefined): EvReading {
     const plan = this.plan;
     const voltageV = this.voltage(kw);
+    if (this.scratch) return this.scratch;
     const r: EvReading = {
       messageId: this.msgPrefix + this.seq,
       runId: this.runId,
@@ -504,6 +552,72 @@ export function* sessionReadings(plan: SessionPlan, opts: Pick<SimOptions, 'runI
     yield sim.pending;
     sim.advance();
   }
+}
+
+/** How many readings `plan` produces: the same physics as sessionReadings(), without building them. */
+export function sessionReadingCount(plan: SessionPlan, sampleIntervalS: number): number {
+  const sim = new SessionSim(plan, 0, 'count', sampleIntervalS, true);
+  let n = 0;
+  while (sim.pending) {
+    n++;
+    sim.advance();
+  }
+  return n;
+}
+
+export interface RunCount {
+  /** Messages the run publishes: readings plus clock ticks (an estimate when `exact` is false). */
+  messages: number;
+  readings: number;
+  clocks: number;
+  /** Sessions whose readings were counted (all of them when `exact`). */
+  sessionsCounted: number;
+  /** False when counting stopped early because the run passed `limit`: the figures are extrapolated. */
+  exact: boolean;
+}
+
+/**
+ * The number of messages simulateRun() yields for `opts`, counted from the plans (their
+ * numbers only) and each session's physics, in slices with a `pause()` between them. Exact,
+ * unless the count passes `limit`: then it stops there and extrapolates from the sessions
+ * counted so far (plan order is random in time and kind, so they are a fair sample).
+ */
+export async function countRunMessages(opts: SimOptions, options: { limit?: number; pause?: Pause; stepsPerSlice?: number } = {}): Promise<RunCount> {
+  checkOptions(opts);
+  const limit = options.limit ?? Infinity;
+  const pause = options.pause ?? nextTurn;
+  const stepsPerSlice = options.stepsPerSlice ?? 100_000;
+  const dtMs = Math.round(opts.sampleIntervalS * 1000);
+  let readings = 0;
+  let counted = 0;
+  let firstMs = Infinity;
+  let lastMs = -Infinity;
+  let longestMs = 0;
+  let steps = 0;
+  // simulateRun: a clock every dtMs from the first reading up to the last one, plus a final clock.
+  const clocksOf = (first: number, last: number) => (Number.isFinite(first) ? Math.floor((last - first) / dtMs) + 2 : 1);
+  for (const plan of planSessions(opts, false)) {
+    const n = sessionReadingCount(plan, opts.sampleIntervalS); // >= 1: a session always starts with Preparing
+    readings += n;
+    counted++;
+    firstMs = Math.min(firstMs, plan.startMs);
+    lastMs = Math.max(lastMs, plan.startMs + (n - 1) * dtMs);
+    longestMs = Math.max(longestMs, (n - 1) * dtMs);
+    if (readings + clocksOf(firstMs, lastMs) > limit && counted < opts.sessions) {
+      // Past the limit: estimate the rest. Sessions start within max(600, 2 x sessions) seconds.
+      const estReadings = Math.round((readings / counted) * opts.sessions);
+      const windowMs = (Math.max(600, opts.sessions * 2) - 1) * 1000;
+      const estClocks = Math.max(clocksOf(firstMs, lastMs), Math.floor((windowMs + longestMs) / dtMs) + 2);
+      return { messages: estReadings + estClocks, readings: estReadings, clocks: estClocks, sessionsCounted: counted, exact: false };
+    }
+    steps += n + 20; // + the planning of the session
+    if (steps >= stepsPerSlice && counted < opts.sessions) {
+      steps = 0;
+      await pause();
+    }
+  }
+  const clocks = clocksOf(firstMs, lastMs);
+  return { messages: readings + clocks, readings, clocks, sessionsCounted: counted, exact: true };
 }
 
 const before = (a: SessionSim, b: SessionSim) => a.pendingMs < b.pendingMs || (a.pendingMs === b.pendingMs && a.order < b.order);

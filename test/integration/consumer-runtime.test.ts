@@ -171,7 +171,8 @@ test('batches are bounded in bytes, and deliveries pause past the memory budget'
 test('a batch over max_allowed_packet is split and stored, not held as an outage', async () => {
   await purgeAll();
   const admin = createPool(MYSQL_URL, 1);
-  const [[{ packet }]] = (await admin.query('SELECT @@max_allowed_packet AS packet')) as [{ packet: number }[], unknown];
+  const [[row]] = (await admin.query('SELECT @@max_allowed_packet AS packet')) as [{ packet: number }[], unknown];
+  const packet = row!.packet;
   await admin.query('CREATE TABLE IF NOT EXISTS runtime_blobs (id VARCHAR(64) PRIMARY KEY, body LONGBLOB NOT NULL)');
   await admin.query('TRUNCATE runtime_blobs');
   // Each body is a fifth of the server's packet limit: one fits in an INSERT (as hex, 2/5),

@@ -97,8 +97,11 @@ describe('authentication', () => {
   test('health needs no token', async () => {
     assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
   });
-  test('metrics need no token and speak Prometheus', async () => {
-    const res = await app.inject({ url: '/metrics' });
+  test('metrics need the token and speak Prometheus', async () => {
+    const anonymous = await app.inject({ url: '/metrics' });
+    assert.equal(anonymous.statusCode, 401);
+    assert.match(anonymous.json().message, /Authorization: Bearer/);
+    const res = await app.inject({ url: '/metrics', headers: auth });
     assert.equal(res.statusCode, 200);
     assert.match(res.body, /^# HELP sluice_published_total/m);
   });
