@@ -153,7 +153,7 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
       maxAttempts: config.MAX_ATTEMPTS,
       batchMaxBytes,
       prefetchMaxBytes: config.PREFETCH_MAX_BYTES,
-      singleActiveConsumer: queueSpec(spec.queue).singleActiveConsumer === true,
+      messageMaxBytes: config.MESSAGE_MAX_BYTES,
       probe: () => deps.pool.query('SELECT 1'),
     });
     consumers.push(consumer);

@@ -16,6 +16,8 @@ import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
 export interface AppDeps {
+  /** Lines longer than this are published cut to it, flagged with their real length (MAX_LINE_BYTES). */
+  maxLineBytes?: number;
   runs: RunStore;
   runner: Runner;
   ev: EvRuns;
@@ -174,7 +176,7 @@ export function createApp(deps: AppDeps) {
       if (!file.ok) return fail(reply, file.status, file.message);
       const source = request.source ?? file.defaultSource;
       const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
-      deps.runner.start(run.id, publishFile(run.id, source, file.path));
+      deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes));
       return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
     } catch (err) {
       if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
@@ -210,7 +212,7 @@ export function createApp(deps: AppDeps) {
       // runner's window of unconfirmed messages, whatever the size of the upload.
       done = deps.runner.runNow(run.id, (out) => {
         const chunks = limitedBody(body, limit, () => new BodyTooLargeError(limit, run.id, out.progress));
-        return publishLines(run.id, source, chunks)(out);
+        return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes)(out);
       });
     } finally {
       release(); // runNow has put the run in runner.active (or it never started)

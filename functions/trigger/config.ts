@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { loadConfig, loadFunctionConfig } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
+import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
 
 export const DEV_TOKEN = 'dev-token';
 
@@ -12,6 +13,8 @@ export const configShape = {
   LOG_DIR: z.string().min(1).default('./logs'),
   /** Bearer token every route but /healthz requires. */
   TRIGGER_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_TOKEN),
+  /** Longest log line published whole; a longer one is published cut to it, with its real length (the consumers keep it flagged). */
+  MAX_LINE_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(MAX_LINE_BYTES),
   /** Largest body POST /v1/logs accepts. */
   BODY_LIMIT_MB: z.coerce.number().positive().max(1024).default(64),
   /** Runs this trigger executes at once (uploads in progress included); past it, starting one answers 429. */

@@ -33,11 +33,12 @@ const app = createApp({
   token: config.TRIGGER_TOKEN,
   bodyLimitBytes: Math.floor(config.BODY_LIMIT_MB * 1024 * 1024),
   maxConcurrentRuns: config.MAX_CONCURRENT_RUNS,
+  maxLineBytes: config.MAX_LINE_BYTES,
   log,
   ready: () => deps.amqp.connected,
   metrics: deps.metrics.registry,
 });
-const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS });
+const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS, maxLineBytes: config.MAX_LINE_BYTES });
 deps.onStop(() => resumer.stop());
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());

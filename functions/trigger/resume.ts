@@ -19,6 +19,7 @@ export interface ResumeDeps {
   logDir: string;
   log: Logger;
   staleAfterMs: number;
+  maxLineBytes?: number;
   /** MAX_CONCURRENT_RUNS: a trigger at its limit leaves orphaned runs to another one. */
   maxConcurrentRuns?: number;
 }
@@ -29,7 +30,7 @@ async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
   if (run.file === null) return fail('interrupted: the trigger stopped during an upload, whose body is not kept; upload it again');
   const file = await resolveLogFile(deps.logDir, run.file);
   if (!file.ok) return fail(`interrupted, and cannot resume: ${file.message}`);
-  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint), run.checkpoint);
+  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes), run.checkpoint);
 }
 
 /** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */

@@ -66,12 +66,13 @@ export interface ConsumerOptions<T> {
   /** A batch holds at most this many bytes of message bodies (at least one message). */
   batchMaxBytes?: number;
   /**
-   * Bodies held in memory (buffered and in the batch being handled) at most; past it the
-   * consumer stops taking deliveries until half of it is settled. Not on single-active-consumer
-   * queues, where cancelling would hand the queue to another consumer.
+   * Bytes of bodies the consumer may hold unacknowledged. AMQP's prefetch counts messages, and
+   * the broker sends the whole prefetch before it would see a cancel, so the budget is kept by
+   * the count: prefetch = prefetchMaxBytes / messageMaxBytes (at most 2 x batchSize).
    */
   prefetchMaxBytes?: number;
-  singleActiveConsumer?: boolean;
+  /** The largest body the queue's publishers produce (theirs to enforce; e.g. the trigger's MAX_LINE_BYTES). */
+  messageMaxBytes?: number;
   /**
    * Asks the dependency whether it is up. A batch whose failure looks like an outage is held
    * only while this fails: when the database answers, the failure came from the batch (say a
@@ -118,12 +119,13 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let model: ChannelModel | null = null;
   let subscriptions = 0;
   const batchMaxBytes = opts.batchMaxBytes ?? Infinity;
-  const prefetchMaxBytes = opts.singleActiveConsumer ? Infinity : (opts.prefetchMaxBytes ?? Infinity);
-  // Bytes of bodies in `buffer` and in the batch being handled; deliveries pause past prefetchMaxBytes.
+  // Room for the batch being handled and the next one filling up, within the memory budget.
+  const prefetch = Math.max(1, Math.min(opts.batchSize * 2, Math.floor((opts.prefetchMaxBytes ?? Infinity) / (opts.messageMaxBytes ?? 1))));
+  // With the prefetch cut by the budget, a batch is half of it: one is handled while the next arrives
+  // (a batch waiting for more messages than the prefetch lets in would wait for the timer every time).
+  const batchSize = Math.max(1, Math.min(opts.batchSize, Math.floor(prefetch / 2)));
+  // Bytes of bodies in `buffer`: a batch is cut at batchMaxBytes.
   let bufferBytes = 0;
-  let batchBytes = 0;
-  let paused = false;
-  let largestBody = 0;
   const bytesOf = (list: Delivery[]) => list.reduce((n, d) => n + d.msg.content.length, 0);
 
   async function subscribe(m: ChannelModel): Promise<void> {
@@ -136,66 +138,28 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       if (channel !== ch) return;
       channel = null;
       consumerTag = null;
-      paused = false;
       // Unacked messages of a closed channel are redelivered by the broker; drop our copies.
       buffer = buffer.filter((d) => d.ch !== ch);
       bufferBytes = bytesOf(buffer);
       if (!stopping) amqp.reset(`consumer channel of ${queue} closed`);
     });
-    // Room for the batch being handled and the next one filling up.
-    await ch.prefetch(opts.batchSize * 2);
-    const onMessage = (msg: ConsumeMessage | null) => {
+    await ch.prefetch(prefetch);
+    const { consumerTag: tag } = await ch.consume(queue, (msg) => {
       if (msg === null) return amqp.reset(`broker cancelled the consumer of ${queue}`);
       lastDeliveryAt = Date.now();
       buffer.push({ msg, ch, subscription });
       bufferBytes += msg.content.length;
-      if (msg.content.length > largestBody) largestBody = msg.content.length;
-      if (bufferBytes + batchBytes >= prefetchMaxBytes) pause(ch);
       schedule();
-    };
-    deliver = onMessage;
-    const { consumerTag: tag } = await ch.consume(queue, onMessage);
+    });
     channel = ch;
     consumerTag = tag;
-    log.info({ queue, prefetch: opts.batchSize * 2 }, 'consuming');
+    log.info({ queue, prefetch, batchSize }, 'consuming');
   }
-  let deliver: ((msg: ConsumeMessage | null) => void) | null = null;
   await amqp.attach(subscribe);
-
-  /** Too many bytes held: stop deliveries (the unacked messages we hold stay ours). */
-  function pause(ch: Channel): void {
-    if (paused || !consumerTag || ch !== channel) return;
-    paused = true;
-    const tag = consumerTag;
-    consumerTag = null;
-    log.warn({ queue, bytes: bufferBytes + batchBytes, limit: prefetchMaxBytes }, 'holding too many bytes; pausing deliveries');
-    ch.cancel(tag).catch(() => {});
-  }
-
-  /**
-   * Resume deliveries once half of the budget is free again. The broker sends what the
-   * prefetch allows before it sees a cancel, so the new subscription's prefetch is sized to
-   * the budget at the largest body seen: after one overshoot, the budget holds.
-   */
-  function maybeResume(): void {
-    const ch = channel;
-    if (!paused || !ch || stopping || pausing || !deliver || bufferBytes + batchBytes > prefetchMaxBytes / 2) return;
-    paused = false;
-    const prefetch = Math.max(1, Math.min(opts.batchSize * 2, Math.floor(prefetchMaxBytes / Math.max(1, largestBody))));
-    ch.prefetch(prefetch)
-      .then(() => ch.consume(queue, deliver!))
-      .then(
-      ({ consumerTag: tag }) => {
-        if (channel === ch && !stopping) consumerTag = tag;
-        else ch.cancel(tag).catch(() => {});
-      },
-      (err) => amqp.reset(`resuming the consumer of ${queue} failed: ${errorMessage(err)}`),
-    );
-  }
 
   function schedule(): void {
     if (inFlight || pausing) return; // the running loop picks the buffer up when it finishes
-    if (buffer.length >= opts.batchSize || bufferBytes >= batchMaxBytes) return void run();
+    if (buffer.length >= batchSize || bufferBytes >= batchMaxBytes) return void run();
     timer ??= setTimeout(run, opts.batchWaitMs);
   }
 
@@ -212,8 +176,6 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       })
       .finally(() => {
         inFlight = null;
-        batchBytes = 0;
-        maybeResume();
         if (!stopping && !pausing && buffer.length > 0) schedule();
       });
   }
@@ -222,14 +184,13 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   function takeBatch(): Delivery[] {
     let n = 0;
     let bytes = 0;
-    while (n < buffer.length && n < opts.batchSize) {
+    while (n < buffer.length && n < batchSize) {
       const size = buffer[n]!.msg.content.length;
       if (n > 0 && bytes + size > batchMaxBytes) break;
       bytes += size;
       n++;
     }
     bufferBytes -= bytes;
-    batchBytes = bytes;
     return buffer.splice(0, n);
   }
 
@@ -362,7 +323,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   return {
     queue,
     get consuming() {
-      return consumerTag !== null || (paused && channel !== null);
+      return consumerTag !== null;
     },
     get lastDeliveryAt() {
       return lastDeliveryAt;
@@ -377,7 +338,6 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
         // Closing the channel returns its unacked messages and removes the consumer in one go.
         channel = null;
         consumerTag = null;
-        paused = false;
         buffer = buffer.filter((d) => d.ch !== ch);
         bufferBytes = bytesOf(buffer);
         await ch.close().catch(() => {});
