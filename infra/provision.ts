@@ -62,7 +62,8 @@ async function provisionMysql(opts: ProvisionOptions): Promise<void> {
 
 async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
   const { log } = opts;
-  const conn = await amqp.connect(opts.amqpAdminUrl, { clientProperties: { connection_name: 'sluice-migrate' } });
+  // A broker that is still starting (compose, Kubernetes) gets a minute to answer.
+  const conn = await retrying('RabbitMQ', () => amqp.connect(opts.amqpAdminUrl, { clientProperties: { connection_name: 'sluice-migrate' } }), log);
   try {
     const ch = await conn.createChannel();
     await declareTopology(ch, topology);
@@ -74,6 +75,7 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
 
   const vhost = vhostOf(opts.amqpAdminUrl);
   const api = managementApi(opts.rabbitApiUrl);
+  await retrying("RabbitMQ's management API", () => api('GET', '/api/overview'), log);
   for (const fn of FUNCTIONS) {
     const user = userOf(fn);
     await api('PUT', `/api/users/${encodeURIComponent(user)}`, { password: opts.passwords[fn], tags: '' });
@@ -86,6 +88,19 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
     }
     for (const p of wanted) await api('PUT', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, p);
     log.info({ user, vhost, ...amqpPermissions(fn), topics: wanted.map((w) => `${w.exchange}: ${w.write}`) }, 'RabbitMQ user ready');
+  }
+}
+
+/** `fn` again every 2 s for up to a minute while it fails (a service still starting). */
+async function retrying<T>(what: string, fn: () => Promise<T>, log: Logger, attempts = 30): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts) throw err;
+      if (i === 1) log.warn({ err: (err as Error).message }, `${what} does not answer yet; retrying for a minute`);
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
   }
 }
 

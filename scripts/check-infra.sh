@@ -2,6 +2,8 @@
 # Static checks of the deployment files; run by test/infra.test.ts (npm test).
 #   1. yamllint (infra/yamllint.yml) over docker-compose.yml and infra/k8s.
 #      Installed from Debian's packages when missing and we are root.
+#      Then the shell scripts of infra/k8s parse (bash -n; shellcheck when installed),
+#      and `kubectl kustomize infra/k8s` renders when kubectl is installed.
 #   2. docker-compose.yml against the Compose Specification:
 #      - `docker compose config -q` when the Compose v2 plugin is there (no engine needed);
 #      - otherwise the compose-spec JSON schema, through dclint (a devDependency),
@@ -29,6 +31,18 @@ if ! command -v yamllint >/dev/null 2>&1; then
 fi
 yamllint --strict -f parsable -c infra/yamllint.yml "$compose_file" infra/k8s
 say "yamllint: $compose_file and infra/k8s are clean"
+
+for script in infra/k8s/*.sh; do
+  [ -e "$script" ] || continue
+  bash -n "$script"
+  if command -v shellcheck >/dev/null 2>&1; then shellcheck "$script"; fi
+done
+say "infra/k8s scripts parse"
+if command -v kubectl >/dev/null 2>&1; then
+  # Offline: kustomize builds the manifests without a cluster (unknown files, bad patches, images).
+  kubectl kustomize infra/k8s >/dev/null
+  say "kubectl kustomize: infra/k8s renders"
+fi
 
 # --- 2. the Compose file ------------------------------------------------------------
 if docker compose version >/dev/null 2>&1; then

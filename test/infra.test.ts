@@ -1,14 +1,18 @@
 // The deployment files (infra/Dockerfile, docker-compose.yml, .env.example,
 // infra/k8s) against the code: every function is built, run, probed and (for
-// queue functions) scaled on exactly the queues it consumes. Needs `node
+// queue functions) scaled on exactly the queues it consumes, and each one holds
+// its own credentials and no other's (least privilege: infra/access.ts), while
+// the privileged migrate step alone holds the administrators'. Needs `node
 // build.mjs` first (npm test builds before it runs the tests).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, globSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { EV_PARTITIONS, evAnalyticsQueue, topology } from '../infra/topology.ts';
+import { FUNCTIONS, passwordVariable, userOf } from '../infra/access.ts';
 import * as logLakeConfig from '../functions/log-lake/config.ts';
 import * as logCleanConfig from '../functions/log-clean/config.ts';
 import * as evStoreConfig from '../functions/ev-store/config.ts';
@@ -52,10 +56,12 @@ interface ComposeService {
   container_name?: string;
   ports?: (string | { target: number; published?: string | number })[];
   environment?: Record<string, string>;
+  env_file?: unknown;
+  secrets?: unknown;
   depends_on?: Record<string, { condition?: string }>;
   restart?: string;
   stop_grace_period?: string;
-  healthcheck?: { test?: string | string[] };
+  healthcheck?: { test?: string | string[]; disable?: boolean };
   volumes?: unknown[];
 }
 interface Compose {
@@ -71,6 +77,7 @@ interface K8sContainer {
   image: string;
   ports?: { name?: string; containerPort: number }[];
   env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  envFrom?: { secretRef?: { name: string }; configMapRef?: { name: string } }[];
   resources?: { requests?: { cpu?: string; memory?: string }; limits?: { cpu?: string; memory?: string } };
   livenessProbe?: K8sProbe;
   readinessProbe?: K8sProbe;
@@ -83,12 +90,24 @@ interface K8sDoc {
   metadata: { name: string; labels?: Record<string, string> };
   spec: Record<string, unknown>;
 }
+interface PodSpec {
+  terminationGracePeriodSeconds?: number;
+  restartPolicy?: string;
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
+  containers: K8sContainer[];
+  initContainers?: K8sContainer[];
+  volumes?: { name: string; secret?: { secretName: string }; projected?: { sources: { secret?: { name: string } }[] } }[];
+}
 interface DeploymentSpec {
   selector: { matchLabels: Record<string, string> };
   template: {
-    metadata: { labels: Record<string, string> };
-    spec: { terminationGracePeriodSeconds?: number; securityContext?: { runAsNonRoot?: boolean; runAsUser?: number }; containers: K8sContainer[] };
+    metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+    spec: PodSpec;
   };
+}
+interface JobSpec {
+  backoffLimit?: number;
+  template: { spec: PodSpec };
 }
 interface ScaledObjectSpec {
   scaleTargetRef: { name: string; kind?: string };
@@ -154,6 +173,92 @@ const stageNamed = (name: string) => stages.find((s) => s.name === name);
 const workdirOf = (stage: Stage): string | undefined =>
   stage.instructions.findLast((i) => i.op === 'WORKDIR')?.args ?? (stageNamed(stage.from) ? workdirOf(stageNamed(stage.from)!) : undefined);
 const ops = (stage: Stage, op: string) => stage.instructions.filter((i) => i.op === op);
+/** The stage that runs build.mjs. */
+const builderStage = () => {
+  const builder = stages.find((s) => ops(s, 'RUN').some((i) => i.args.includes('build.mjs')));
+  assert.ok(builder, 'a stage runs build.mjs');
+  return builder;
+};
+/** A stage and the stages it builds on (FROM <stage>), base first. */
+const chainOf = (stage: Stage): Stage[] => (stageNamed(stage.from) ? [...chainOf(stageNamed(stage.from)!), stage] : [stage]);
+
+/** .dockerignore's patterns (no `!` exceptions, which this simulation does not model). */
+const dockerignore = existsSync(path.join(root, '.dockerignore'))
+  ? read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+  : [];
+const ignoredByDocker = (rel: string) =>
+  dockerignore.some((p) => rel === p || rel.startsWith(`${p.replace(/\/$/, '')}/`) || path.matchesGlob(rel, p));
+
+/**
+ * What `docker build` puts in a stage from the build context: runs the WORKDIR and COPY
+ * (not --from) instructions of the stage and those it builds on into `dir`, honouring
+ * .dockerignore. Returns the stage's WORKDIR.
+ */
+function copyBuildContext(stage: Stage, dir: string): string {
+  assert.ok(!dockerignore.some((p) => p.startsWith('!')), '.dockerignore has no ! exceptions (not modelled here)');
+  let workdir = '/';
+  for (const s of chainOf(stage)) {
+    for (const i of s.instructions) {
+      if (i.op === 'WORKDIR') workdir = path.posix.resolve(workdir, i.args);
+      if (i.op !== 'COPY' || /--from=/.test(i.args)) continue;
+      assert.ok(!i.args.trim().startsWith('['), `COPY ${i.args}: the shell form (this test reads no JSON form)`);
+      const words = i.args.split(/\s+/).filter((w) => w && !w.startsWith('--'));
+      const dest = words.pop()!;
+      const sources = words.flatMap((w) => {
+        const found = /[*?[]/.test(w) ? globSync(w, { cwd: root }).sort() : [w];
+        assert.ok(found.length, `COPY ${i.args}: ${w} matches files of the repository`);
+        return found;
+      });
+      const target = path.posix.resolve(workdir, dest);
+      const intoDir = dest.endsWith('/') || sources.length > 1 || words.some((w) => /[*?[]/.test(w));
+      for (const src of sources) {
+        assert.ok(existsSync(path.join(root, src)) && !ignoredByDocker(src), `COPY ${i.args}: ${src} is in the build context`);
+        // A directory's contents land in dest; a file lands at dest, or in it when dest is a directory.
+        const to = statSync(path.join(root, src)).isDirectory() ? target : intoDir ? path.posix.join(target, path.posix.basename(src)) : target;
+        cpSync(path.join(root, src), path.join(dir, to), { recursive: true, filter: (f) => !ignoredByDocker(path.relative(root, f)) });
+      }
+    }
+  }
+  return workdir;
+}
+
+// --- credentials ------------------------------------------------------------------
+
+/** Variables docker-compose.yml interpolates (`${NAME...}`; `$${...}` is the container's own). */
+const interpolated = (value: unknown): Set<string> => new Set([...JSON.stringify(value ?? null).matchAll(/(?<!\$)\$\{(\w+)/g)].map((m) => m[1]!));
+/** Names of secrets (passwords, tokens); user names, hosts and databases are not. */
+const isSecretVariable = (name: string) => /PASS|TOKEN|SECRET/i.test(name);
+/** Who may see each secret variable of docker-compose.yml: the service that owns it, migrate for the administrators' and the functions' passwords. */
+const secretReaders: Record<string, string[]> = {
+  ...Object.fromEntries(FUNCTIONS.map((fn) => [passwordVariable(fn), [fn, 'migrate']])),
+  TRIGGER_TOKEN: ['trigger'],
+  RABBITMQ_DEFAULT_PASS: ['rabbitmq', 'migrate'],
+  MYSQL_ROOT_PASSWORD: ['mysql', 'migrate'],
+};
+/** The variables of the migrate step (infra/migrate/index.ts) that hold administrator credentials. */
+const ADMIN_VARIABLES = ['MYSQL_ADMIN_URL', 'AMQP_ADMIN_URL', 'RABBITMQ_API_URL'];
+/** Environment names only the migrate step may have. */
+const isPrivilegedName = (name: string) => ADMIN_VARIABLES.includes(name) || /ADMIN|ROOT|SLUICE_PASSWORD_/.test(name);
+
+/** The pod spec of every workload in infra/k8s (Deployments, Jobs, ...), as `Kind/name`. */
+const workloads = () =>
+  k8sDocs
+    .filter((d) => (d?.spec as { template?: { spec?: PodSpec } } | undefined)?.template?.spec?.containers)
+    .map((d) => ({ id: `${d.kind}/${d.metadata.name}`, pod: (d.spec as unknown as { template: { spec: PodSpec } }).template.spec }));
+/** The Secrets a pod reads, with the keys it reads from each ('*': all of them, envFrom or a volume). */
+function secretsReadBy(pod: PodSpec): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  const add = (name: string, key: string) => out.set(name, (out.get(name) ?? new Set()).add(key));
+  for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
+    for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) add(e.valueFrom.secretKeyRef.name, e.valueFrom.secretKeyRef.key);
+    for (const e of c.envFrom ?? []) if (e.secretRef) add(e.secretRef.name, '*');
+  }
+  for (const v of pod.volumes ?? []) {
+    if (v.secret) add(v.secret.secretName, '*');
+    for (const src of v.projected?.sources ?? []) if (src.secret) add(src.secret.name, '*');
+  }
+  return out;
+}
 
 // --- tests -------------------------------------------------------------------------
 
@@ -218,6 +323,31 @@ test('infra/Dockerfile: builder bundles one function; the final stage is a non-r
   }
 });
 
+test('infra/Dockerfile: every target (each function and migrate) bundles from what the builder stage copies, and migrate runs alone', { timeout: 180_000 }, () => {
+  assert.deepEqual([...FUNCTIONS].sort(), functions, 'infra/access.ts lists every function of functions/');
+  // The build context as the builder stage sees it; node_modules stands in for its `npm ci`.
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-image-'));
+  try {
+    const workdir = path.join(dir, copyBuildContext(builderStage(), dir));
+    assert.ok(!existsSync(path.join(workdir, 'node_modules')), 'the build context holds no node_modules (.dockerignore)');
+    symlinkSync(path.join(root, 'node_modules'), path.join(workdir, 'node_modules'), 'dir');
+    const targets = [...functions, 'migrate'];
+    // One run for all targets: the builder copies the same files whatever FUNCTION is.
+    const built = spawnSync(process.execPath, ['build.mjs', '--no-check', ...targets], { cwd: workdir, encoding: 'utf8' });
+    assert.equal(built.status, 0, `node build.mjs in the builder stage's files alone (a file the bundles import is not copied?):\n${built.stdout}\n${built.stderr}`);
+    for (const t of targets) assert.ok(existsSync(path.join(workdir, 'dist', t, 'index.mjs')), `dist/${t}/index.mjs`);
+
+    // The final stage holds dist/migrate/ alone, as its WORKDIR: it starts there and names every missing variable.
+    const image = path.join(dir, 'image');
+    cpSync(path.join(workdir, 'dist/migrate'), image, { recursive: true });
+    const run = spawnSync(process.execPath, ['--enable-source-maps', 'index.mjs'], { cwd: image, env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 78, `the migrate image without its environment exits 78 (EX_CONFIG):\n${run.stdout}\n${run.stderr}`);
+    for (const v of [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable)]) assert.match(run.stderr, new RegExp(`\\b${v}\\b`), `names ${v}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('every function has a compose service built from infra/Dockerfile that runs dist/<name>/index.mjs', () => {
   assert.equal(compose.version, undefined, 'no `version:` key (compose spec)');
   // The final stage's CMD runs index.mjs in its WORKDIR, where dist/${FUNCTION}/ of the builder lands.
@@ -256,8 +386,7 @@ test('every function has a compose service built from infra/Dockerfile that runs
     assert.equal(service.restart, 'unless-stopped', `${fn} restart`);
     assert.equal(service.stop_grace_period, '30s', `${fn} stop_grace_period`);
     for (const dep of ['rabbitmq', 'mysql']) assert.equal(service.depends_on?.[dep]?.condition, 'service_healthy', `${fn} waits for ${dep}`);
-    assert.match(service.environment?.AMQP_URL ?? '', /^amqp:\/\/\$\{RABBITMQ_DEFAULT_USER[^}]*\}:\$\{RABBITMQ_DEFAULT_PASS[^}]*\}@rabbitmq:5672/, `${fn} AMQP_URL`);
-    assert.match(service.environment?.MYSQL_URL ?? '', /^mysql:\/\/\$\{MYSQL_USER[^}]*\}:\$\{MYSQL_PASSWORD[^}]*\}@mysql:3306\/\$\{MYSQL_DATABASE/, `${fn} MYSQL_URL`);
+    assert.equal(service.depends_on?.migrate?.condition, 'service_completed_successfully', `${fn} starts once migrate completed`);
   }
   for (const fn of queueFunctions) {
     const service = compose.services[fn]!;
@@ -266,10 +395,59 @@ test('every function has a compose service built from infra/Dockerfile that runs
   }
   const trigger = compose.services.trigger!;
   assert.ok(trigger.ports?.some((p) => (typeof p === 'string' ? /:3000$/.test(p) : p.target === 3000)), 'trigger publishes port 3000');
-  assert.ok(trigger.environment?.TRIGGER_TOKEN, 'trigger gets TRIGGER_TOKEN');
+  assert.match(trigger.environment?.TRIGGER_TOKEN ?? '', /^\$\{TRIGGER_TOKEN:\?/, 'trigger gets TRIGGER_TOKEN, required, from .env');
+  assert.equal(trigger.environment?.HTTP_HOST, '0.0.0.0', 'trigger listens on all interfaces (its default is loopback)');
   assert.ok(trigger.environment?.LOG_DIR, 'trigger gets LOG_DIR');
   assert.ok(compose.services['notify-email']?.environment?.SES_ENDPOINT?.includes('ses:8005'), 'notify-email sends to the SES emulator');
   assert.equal(compose.services['notify-email']?.depends_on?.ses?.condition, 'service_healthy');
+});
+
+test('compose least privilege: each function has its own users and password and no other secret; migrate alone has the administrators', () => {
+  const escape = (v: string) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  for (const fn of FUNCTIONS) {
+    const service = compose.services[fn];
+    assert.ok(service, `compose service ${fn}`);
+    const env = service.environment ?? {};
+    const [user, password] = [userOf(fn), passwordVariable(fn)];
+    const own = `\\$\\{${password}:\\?[^}]+\\}`;
+    assert.match(env.AMQP_URL ?? '', new RegExp(`^amqp://${escape(user)}:${own}@rabbitmq:5672/?$`), `${fn} AMQP_URL: user ${user}, password \${${password}:?...} (required)`);
+    assert.match(env.MYSQL_URL ?? '', new RegExp(`^mysql://${escape(user)}:${own}@mysql:3306/\\$\\{MYSQL_DATABASE:\\?[^}]+\\}$`), `${fn} MYSQL_URL: user ${user}, password \${${password}:?...}`);
+    for (const name of Object.keys(env)) assert.ok(!isPrivilegedName(name), `${fn} has no administrator variable or password variable (${name})`);
+    assert.equal(service.env_file, undefined, `${fn}: no env_file (it would hand every .env password to the function)`);
+    assert.equal(service.secrets, undefined, `${fn}: no compose secrets`);
+  }
+  // Every secret variable reaches only the services allowed to see it.
+  for (const [name, service] of Object.entries(compose.services)) {
+    for (const v of interpolated(service)) {
+      if (!isSecretVariable(v)) continue;
+      assert.ok(secretReaders[v], `${name} uses \${${v}}, a secret this test does not know: add it to secretReaders`);
+      assert.ok(secretReaders[v].includes(name), `${name} may not see \${${v}} (only ${secretReaders[v].join(', ')})`);
+    }
+  }
+
+  const migrate = compose.services.migrate;
+  assert.ok(migrate, 'a compose service migrate');
+  assert.equal(path.resolve(root, migrate.build?.context ?? '.', migrate.build?.dockerfile ?? 'Dockerfile'), path.join(root, 'infra/Dockerfile'), 'migrate builds infra/Dockerfile');
+  assert.equal(migrate.build?.args?.FUNCTION, 'migrate', 'migrate builds with FUNCTION=migrate');
+  assert.ok(migrate.build?.target === undefined || migrate.build.target === finalStage.name, 'migrate builds the final stage');
+  assert.ok(existsSync(path.join(root, 'dist/migrate/index.mjs')), 'dist/migrate/index.mjs exists (node build.mjs)');
+  assert.equal(migrate.restart, 'no', 'migrate runs once (restart: "no")');
+  for (const dep of ['rabbitmq', 'mysql']) assert.equal(migrate.depends_on?.[dep]?.condition, 'service_healthy', `migrate waits for ${dep}`);
+  assert.equal(migrate.ports, undefined, 'migrate publishes no port');
+  assert.equal(migrate.env_file, undefined, 'migrate: no env_file');
+  assert.ok(migrate.healthcheck?.disable === true, "migrate disables the image's HEALTHCHECK (it serves no /healthz)");
+  const env = migrate.environment ?? {};
+  assert.match(env.MYSQL_ADMIN_URL ?? '', /^mysql:\/\/root:\$\{MYSQL_ROOT_PASSWORD:\?[^}]+\}@mysql:3306\/\$\{MYSQL_DATABASE:\?[^}]+\}$/, 'MYSQL_ADMIN_URL: root on the functions\' database');
+  assert.match(env.AMQP_ADMIN_URL ?? '', /^amqp:\/\/\$\{RABBITMQ_DEFAULT_USER:\?[^}]+\}:\$\{RABBITMQ_DEFAULT_PASS:\?[^}]+\}@rabbitmq:5672\/?$/, 'AMQP_ADMIN_URL: the broker\'s administrator, on the functions\' vhost');
+  assert.match(env.RABBITMQ_API_URL ?? '', /^http:\/\/\$\{RABBITMQ_DEFAULT_USER:\?[^}]+\}:\$\{RABBITMQ_DEFAULT_PASS:\?[^}]+\}@rabbitmq:15672\/?$/, 'RABBITMQ_API_URL: the management API as the administrator');
+  for (const fn of FUNCTIONS) assert.match(env[passwordVariable(fn)] ?? '', new RegExp(`^\\$\\{${passwordVariable(fn)}:\\?[^}]+\\}$`), `migrate gets ${passwordVariable(fn)}, the password in ${fn}'s URLs`);
+  for (const name of ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN']) assert.equal(env[name], undefined, `migrate has no ${name}`);
+  assert.match(compose.services.rabbitmq?.image ?? '', /-management/, 'the broker has the management API migrate uses');
+  // Only migrate, and the services that own them, see the administrators' credentials.
+  for (const [name, service] of Object.entries(compose.services)) {
+    if (name === 'migrate') continue;
+    for (const key of Object.keys(service.environment ?? {})) assert.ok(!ADMIN_VARIABLES.includes(key), `${name} has no ${key}`);
+  }
 });
 
 test('compose infrastructure: RabbitMQ with the consistent-hash plugin, MySQL 8.4, the SES emulator, all health-checked', () => {
@@ -279,10 +457,14 @@ test('compose infrastructure: RabbitMQ with the consistent-hash plugin, MySQL 8.
   assert.match([rabbitmq.command ?? []].flat().join(' '), /rabbitmq-plugins enable .*rabbitmq_consistent_hash_exchange.*exec docker-entrypoint\.sh rabbitmq-server/);
   assert.match(rabbitmq.environment?.RABBITMQ_DEFAULT_USER ?? '', /^\$\{RABBITMQ_DEFAULT_USER/, 'RabbitMQ user from .env');
   assert.match(rabbitmq.environment?.RABBITMQ_DEFAULT_PASS ?? '', /^\$\{RABBITMQ_DEFAULT_PASS/, 'RabbitMQ password from .env');
-  assert.match([rabbitmq.healthcheck?.test ?? []].flat().join(' '), /rabbitmq-diagnostics -q ping/);
+  // Healthy when migrate can work: the AMQP listener and the management API are both up.
+  const rabbitCheck = [rabbitmq.healthcheck?.test ?? []].flat().join(' ');
+  for (const port of [5672, 15672]) assert.match(rabbitCheck, new RegExp(`rabbitmq-diagnostics -q check_port_listener ${port}\\b`), `the RabbitMQ healthcheck waits for port ${port}`);
   assert.equal(mysql.image, 'mysql:8.4');
-  for (const v of ['MYSQL_DATABASE', 'MYSQL_USER', 'MYSQL_PASSWORD']) assert.match(mysql.environment?.[v] ?? '', new RegExp(`^\\$\\{${v}`), `${v} from .env`);
-  assert.match([mysql.healthcheck?.test ?? []].flat().join(' '), /mysqladmin ping/);
+  for (const v of ['MYSQL_DATABASE', 'MYSQL_ROOT_PASSWORD']) assert.match(mysql.environment?.[v] ?? '', new RegExp(`^\\$\\{${v}`), `${v} from .env`);
+  // The image's MYSQL_USER would own the whole database: no function needs such a user any more.
+  for (const v of ['MYSQL_USER', 'MYSQL_PASSWORD']) assert.equal(mysql.environment?.[v], undefined, `mysql: no ${v} (an all-powerful application user)`);
+  assert.match([mysql.healthcheck?.test ?? []].flat().join(' '), /mysqladmin ping .*-u root/);
   assert.match([ses.healthcheck?.test ?? []].flat().join(' '), /:8005\/health-check/);
   assert.equal(ses.build?.target, 'ses-emulator');
   assert.ok(stageNamed('ses-emulator'), 'infra/Dockerfile has the ses-emulator stage');
@@ -320,7 +502,10 @@ test('every function has a Kubernetes Deployment: probes, resources, secrets, gr
     }
     const env = new Map((c.env ?? []).map((e) => [e.name, e]));
     const secrets = fn === 'trigger' ? ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN'] : ['AMQP_URL', 'MYSQL_URL'];
-    for (const key of secrets) assert.deepEqual(env.get(key)?.valueFrom?.secretKeyRef, { name: 'sluice-secrets', key }, `${fn} ${key} from the secret sluice-secrets`);
+    for (const key of secrets) assert.deepEqual(env.get(key)?.valueFrom?.secretKeyRef, { name: `sluice-${fn}`, key }, `${fn} ${key} from its own Secret sluice-${fn}`);
+    if (fn !== 'trigger') assert.ok(!env.has('TRIGGER_TOKEN'), `${fn} has no TRIGGER_TOKEN`);
+    for (const name of env.keys()) assert.ok(!isPrivilegedName(name), `${fn} has no administrator variable or password variable (${name})`);
+    assert.deepEqual(c.envFrom ?? [], [], `${fn}: no envFrom (every variable named)`);
     const port = fn === 'trigger' ? Number(env.get('HTTP_PORT')?.value ?? 3000) : Number(env.get('HEALTH_PORT')?.value);
     assert.ok(port > 0, `${fn} has a fixed health port`);
     for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) {
@@ -331,6 +516,11 @@ test('every function has a Kubernetes Deployment: probes, resources, secrets, gr
       assert.equal(probePort, port, `${fn} ${probe} on the port it serves /healthz on`);
     }
   }
+  const trigger = deployment('trigger');
+  const triggerEnv = new Map((trigger.template.spec.containers[0]!.env ?? []).map((e) => [e.name, e.value]));
+  assert.equal(triggerEnv.get('HTTP_HOST'), '0.0.0.0', 'the trigger listens on all interfaces (its default is loopback), so the Service reaches it');
+  // Annotation-based scraping sends no bearer token, and the trigger's /metrics requires one.
+  assert.notEqual(trigger.template.metadata.annotations?.['prometheus.io/scrape'], 'true', 'no prometheus.io/scrape on the trigger: its /metrics needs the bearer token');
   const services = ofKind('Service').filter((s) => s.metadata.name === 'trigger');
   assert.equal(services.length, 1, 'a Service for the trigger');
   const selector = services[0]!.spec.selector as Record<string, string>;
@@ -356,6 +546,11 @@ test('every queue function has a KEDA ScaledObject on exactly the queues it cons
       assert.match(t.metadata.value ?? '', /^\d+$/, `${fn} trigger value`);
       assert.ok(topologyQueues.has(t.metadata.queueName ?? ''), `${fn} scales on ${t.metadata.queueName}, declared in infra/topology.ts`);
       assert.ok((t.metadata.hostFromEnv && env.has(t.metadata.hostFromEnv)) || t.authenticationRef, `${fn}: the trigger reaches RabbitMQ (hostFromEnv or authenticationRef)`);
+      // KEDA's queue-length check is a passive queue.declare: the function's own user may do it.
+      if (t.metadata.hostFromEnv) {
+        const from = deployment(fn).template.spec.containers[0]!.env?.find((e) => e.name === t.metadata.hostFromEnv)?.valueFrom?.secretKeyRef;
+        assert.equal(from?.name, `sluice-${fn}`, `${fn}: KEDA reads the broker URL of the function's own Secret`);
+      }
       return t.metadata.queueName;
     });
     assert.equal(new Set(queues).size, queues.length, `${fn}: no queue twice`);
@@ -365,7 +560,168 @@ test('every queue function has a KEDA ScaledObject on exactly the queues it cons
   assert.ok(analytics.maxReplicaCount! <= EV_PARTITIONS, 'no more ev-analytics replicas than partitions (single active consumer)');
 });
 
-test('infra/k8s/kustomization.yaml applies every manifest', () => {
-  const kustomization = parse(read('infra/k8s/kustomization.yaml')) as { resources: string[] };
+test('infra/k8s/kustomization.yaml applies every manifest and names every image', () => {
+  const kustomization = parse(read('infra/k8s/kustomization.yaml')) as { resources: string[]; images?: { name: string }[] };
   assert.deepEqual([...kustomization.resources].sort(), k8sFiles.filter((f) => f !== 'kustomization.yaml'));
+  const jobFiles = k8sFiles.filter((f) => parseAllDocuments(read(`infra/k8s/${f}`)).some((d) => (d.toJS() as K8sDoc | null)?.kind === 'Job'));
+  assert.ok(jobFiles.length && jobFiles.every((f) => kustomization.resources.includes(f)), 'the Job sluice-migrate is applied');
+  const named = new Set((kustomization.images ?? []).map((i) => i.name));
+  for (const { id, pod } of workloads()) {
+    for (const c of pod.containers) assert.ok(named.has(c.image.replace(/[:@].*$/, '')), `${id}: image ${c.image} has an entry in kustomization.yaml's images`);
+  }
+  assert.ok(named.has('sluice/migrate'), 'kustomization.yaml names the image sluice/migrate');
+});
+
+test('Kubernetes least privilege: one Secret per function, read only by its Deployment; the Job sluice-migrate alone reads the administrators\'', () => {
+  // Secret -> the workloads that read it.
+  const readers = new Map<string, string[]>();
+  for (const { id, pod } of workloads()) {
+    for (const name of secretsReadBy(pod).keys()) readers.set(name, [...(readers.get(name) ?? []), id].sort());
+  }
+  const expected = new Map<string, string[]>([
+    ...FUNCTIONS.map((fn) => [`sluice-${fn}`, [`Deployment/${fn}`]] as [string, string[]]),
+    ['sluice-migrate', ['Job/sluice-migrate']],
+  ]);
+  assert.deepEqual(new Map([...readers].sort()), new Map([...expected].sort()), 'each Secret is read by exactly its own workload');
+
+  const jobs = ofKind('Job');
+  assert.deepEqual(jobs.map((j) => j.metadata.name), ['sluice-migrate'], 'one Job, sluice-migrate');
+  const job = jobs[0]!.spec as unknown as JobSpec;
+  const pod = job.template.spec;
+  assert.ok(['Never', 'OnFailure'].includes(pod.restartPolicy ?? ''), 'the Job\'s pods run to completion (restartPolicy Never or OnFailure)');
+  assert.ok((job.backoffLimit ?? 6) >= 1, 'a failed attempt is retried (the database or broker may still be starting)');
+  assert.equal(pod.containers.length, 1);
+  const c = pod.containers[0]!;
+  assert.match(c.image, /(^|\/)sluice\/migrate:/, 'the Job runs the image sluice/migrate');
+  assert.ok(pod.securityContext?.runAsNonRoot === true || c.securityContext?.runAsNonRoot === true, 'the Job runs as non-root');
+  for (const kind of ['requests', 'limits'] as const) assert.ok(c.resources?.[kind]?.cpu && c.resources[kind].memory, `the Job's resources.${kind}`);
+  const env = new Map((c.env ?? []).map((e) => [e.name, e]));
+  for (const name of [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable)]) {
+    assert.deepEqual(env.get(name)?.valueFrom?.secretKeyRef, { name: 'sluice-migrate', key: name }, `the Job's ${name} from the Secret sluice-migrate`);
+  }
+  for (const name of ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN']) assert.ok(!env.has(name), `the Job has no ${name}`);
+
+  // The old shared Secret, which handed every function every credential, is gone.
+  for (const file of [...k8sFiles.map((f) => `infra/k8s/${f}`), 'infra/k8s/README.md', 'docker-compose.yml', '.env.example']) {
+    assert.doesNotMatch(read(file), /sluice-secrets/, `${file} mentions no sluice-secrets`);
+  }
+});
+
+test('infra/k8s/create-secrets.sh: the seven Secrets the manifests read, own users and passwords, kept on a re-run', { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-secrets-'));
+  try {
+    // A stand-in for kubectl: `create --dry-run=client` prints, `apply -f -` stores, `get` reads back.
+    mkdirSync(path.join(dir, 'bin'));
+    writeFileSync(
+      path.join(dir, 'bin/kubectl'),
+      `#!/usr/bin/env bash
+set -euo pipefail
+state=$KUBECTL_STUB
+printf '%s\\n' "$*" >>"$state/argv"
+ns=default; verb=; kind=; name=; file=; jsonpath=; dry=
+while [ $# -gt 0 ]; do
+  case $1 in
+    -n) ns=$2; shift ;;
+    --from-env-file=*) file=\${1#*=} ;;
+    --dry-run=client) dry=1 ;;
+    -o) [ "$2" = yaml ] || jsonpath=$2; shift ;;
+    -f) shift ;;
+    get|create|apply) verb=$1 ;;
+    generic) ;;
+    *) if [ -z "$kind" ] && [ "$verb" != apply ]; then kind=$1; elif [ -z "$name" ]; then name=$1; fi ;;
+  esac
+  shift
+done
+case $verb in
+  get)
+    key=\${jsonpath#jsonpath=\\{.data.}; key=\${key%\\}}
+    [ -f "$state/$ns/$name/$key" ] || { echo "Error from server (NotFound): secrets \\"$name\\" not found" >&2; exit 1; }
+    base64 <"$state/$ns/$name/$key" | tr -d '\\n' ;;
+  create)
+    [ -n "$dry" ] || { echo "stub: create without --dry-run=client" >&2; exit 2; }
+    echo "$kind $name"
+    if [ -n "$file" ]; then cat "$file"; fi ;;
+  apply)
+    read -r kind name
+    echo "$ns $kind $name" >>"$state/applied"
+    if [ "$kind" = secret ]; then
+      rm -rf "\${state:?}/$ns/$name"; mkdir -p "$state/$ns/$name"
+      while IFS= read -r line; do printf '%s' "\${line#*=}" >"$state/$ns/$name/\${line%%=*}"; done
+    fi
+    echo "$kind/$name configured" ;;
+  *) echo "stub: unexpected kubectl $verb" >&2; exit 2 ;;
+esac
+`,
+    );
+    chmodSync(path.join(dir, 'bin/kubectl'), 0o755);
+    const state = path.join(dir, 'state');
+    mkdirSync(state);
+    const admin = {
+      MYSQL_ADMIN_URL: 'mysql://root:r00t%40pw@db.example:3306/sluice_prod?ssl=true',
+      AMQP_ADMIN_URL: 'amqp://admin:adminpw@mq.example:5672/sluice',
+      RABBITMQ_API_URL: 'http://admin:adminpw@mq.example:15672',
+    };
+    const run = (extra: Record<string, string> = {}) =>
+      spawnSync('bash', ['infra/k8s/create-secrets.sh'], {
+        cwd: root,
+        encoding: 'utf8',
+        env: { PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`, KUBECTL_STUB: state, ...admin, ...extra },
+      });
+    const secrets = () => {
+      const ns = path.join(state, 'sluice');
+      return new Map(
+        readdirSync(ns).sort().map((name) => [name, Object.fromEntries(readdirSync(path.join(ns, name)).sort().map((k) => [k, readFileSync(path.join(ns, name, k), 'utf8')]))]),
+      );
+    };
+
+    const missing = spawnSync('bash', ['infra/k8s/create-secrets.sh'], { cwd: root, encoding: 'utf8', env: { PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`, KUBECTL_STUB: state } });
+    assert.notEqual(missing.status, 0, 'without the administrators\' URLs it stops');
+    assert.match(missing.stderr, /MYSQL_ADMIN_URL is required/);
+
+    const first = run();
+    assert.equal(first.status, 0, `create-secrets.sh:\n${first.stdout}\n${first.stderr}`);
+    assert.match(read(path.relative(root, path.join(state, 'applied'))), /^default namespace sluice$/m, 'it creates the namespace');
+    const made = secrets();
+    assert.deepEqual([...made.keys()], [...FUNCTIONS.map((fn) => `sluice-${fn}`), 'sluice-migrate'].sort(), 'one Secret per function and the Job\'s');
+    const migrate = made.get('sluice-migrate')!;
+    assert.deepEqual(Object.keys(migrate).sort(), [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable)].sort(), 'sluice-migrate: the administrators\' URLs and every password');
+    for (const v of ADMIN_VARIABLES) assert.equal(migrate[v], admin[v as keyof typeof admin], `sluice-migrate ${v} as given`);
+    const passwords = FUNCTIONS.map((fn) => migrate[passwordVariable(fn)]!);
+    for (const p of passwords) assert.match(p, /^[A-Za-z0-9._~-]{12,128}$/, 'a password the migrate step accepts');
+    assert.equal(new Set(passwords).size, passwords.length, 'one password per function');
+    for (const fn of FUNCTIONS) {
+      const own = made.get(`sluice-${fn}`)!;
+      assert.deepEqual(Object.keys(own).sort(), fn === 'trigger' ? ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN'] : ['AMQP_URL', 'MYSQL_URL'], `sluice-${fn} keys`);
+      for (const [key, adminKey] of [['AMQP_URL', 'AMQP_ADMIN_URL'], ['MYSQL_URL', 'MYSQL_ADMIN_URL']] as const) {
+        const url = new URL(own[key]!);
+        const base = new URL(admin[adminKey]);
+        assert.deepEqual([url.username, url.password], [userOf(fn), migrate[passwordVariable(fn)]], `sluice-${fn} ${key}: its own user and password`);
+        assert.deepEqual([url.protocol, url.host, url.pathname, url.search], [base.protocol, base.host, base.pathname, base.search], `sluice-${fn} ${key}: the administrator's host, database or vhost, options`);
+      }
+    }
+    assert.ok((made.get('sluice-trigger')!.TRIGGER_TOKEN ?? '').length >= 24, 'a generated trigger token');
+    const argv = read(path.relative(root, path.join(state, 'argv')));
+    for (const secret of [...passwords, made.get('sluice-trigger')!.TRIGGER_TOKEN!]) assert.ok(!argv.includes(secret), 'no password or token on a command line');
+
+    // Every Secret key the manifests read exists.
+    for (const { id, pod } of workloads()) {
+      for (const [name, keys] of secretsReadBy(pod)) {
+        for (const key of keys) if (key !== '*') assert.ok(made.get(name)?.[key] !== undefined, `${id} reads ${name}/${key}, which create-secrets.sh makes`);
+      }
+    }
+
+    const again = run();
+    assert.equal(again.status, 0, again.stderr);
+    assert.deepEqual(secrets(), made, 'a re-run keeps the passwords and the token');
+    const rotated = run({ ROTATE: '1' });
+    assert.equal(rotated.status, 0, rotated.stderr);
+    const fresh = secrets();
+    for (const fn of FUNCTIONS) {
+      const pw = fresh.get('sluice-migrate')![passwordVariable(fn)]!;
+      assert.notEqual(pw, migrate[passwordVariable(fn)], `ROTATE=1: a new password for ${fn}`);
+      assert.equal(new URL(fresh.get(`sluice-${fn}`)!.MYSQL_URL!).password, pw, `ROTATE=1: ${fn}'s URLs carry its new password`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
