@@ -91,7 +91,7 @@ for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn,
 
 const port = env.HTTP_PORT ?? '3000';
 console.log(`\nsluice is starting: trigger on http://127.0.0.1:${port}, LOG_DIR=${env.LOG_DIR}, SES at ${env.SES_ENDPOINT}.
-Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ?? 'dev-token'}' -H 'content-type: application/json' -d '${JSON.stringify({ kind: 'logs', file: demoLog })}'
+Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ? '$TRIGGER_TOKEN' : 'dev-token'}' -H 'content-type: application/json' -d '${JSON.stringify({ kind: 'logs', file: demoLog })}'
 Ctrl+C stops everything.\n`);
 
 async function stop(signal: NodeJS.Signals) {
