@@ -15,8 +15,8 @@ export const configShape = {
   TRIGGER_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_TOKEN),
   /** Longest log line published whole; a longer one is published cut to it, with its real length (the consumers keep it flagged). */
   MAX_LINE_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(MAX_LINE_BYTES),
-  /** Largest body POST /v1/logs accepts. */
-  BODY_LIMIT_MB: z.coerce.number().positive().max(1024).default(64),
+  /** Largest body POST /v1/logs accepts (uploads are streamed: this bounds a run, not memory). */
+  BODY_LIMIT_MB: z.coerce.number().positive().max(1024 * 1024).default(64),
   /** Runs this trigger executes at once (uploads in progress included); past it, starting one answers 429. */
   MAX_CONCURRENT_RUNS: z.coerce.number().int().min(1).max(10_000).default(8),
   /** Largest number of messages (readings + clock ticks) one EV run may publish. */

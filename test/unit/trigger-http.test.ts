@@ -8,38 +8,13 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { createApp } from '../../functions/trigger/app.ts';
 import { createMetrics } from '../../shared/metrics.ts';
-import type { Run, RunStore } from '../../functions/trigger/runs.ts';
+import { fakeRuns } from './fakes/run-store.ts';
 import type { Runner, RunPublisher } from '../../functions/trigger/runner.ts';
 import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
 
 const TOKEN = 'secret-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
-function fakeRuns(): RunStore & { created: Run[] } {
-  const created: Run[] = [];
-  return {
-    created,
-    async create({ kind, source = null, file = null, params = null }) {
-      const run: Run = { id: `00000000-0000-4000-8000-${String(created.length).padStart(12, '0')}`, kind, state: 'running', source, file, params, lines: 0, published: 0, checkpoint: { item: 0, offset: 0 }, error: null, createdAt: '', updatedAt: '', finishedAt: null };
-      created.push(run);
-      return run;
-    },
-    async get(id) {
-      return created.find((r) => r.id === id) ?? null;
-    },
-    async list(limit) {
-      return created.slice(0, limit);
-    },
-    async progress() {},
-    async claimStale() {
-      return [];
-    },
-    async finish() {},
-    async stored() {
-      return { raw_logs: 0 };
-    },
-  };
-}
 
 /** Runs the work at once against an in-memory publisher that records messages. */
 function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknown }[]): Runner {
@@ -64,7 +39,7 @@ const evRuns: EvRuns & { requests: unknown[] } = {
   requests: [],
   async start(request) {
     this.requests.push(request);
-    return { ...(await fakeRuns().create({ kind: 'ev', params: request })) };
+    return { ...(await fakeRuns({ raw_logs: 0 }).create({ kind: 'ev', params: request })) };
   },
   resume() {},
 };
@@ -72,7 +47,7 @@ const evRuns: EvRuns & { requests: unknown[] } = {
 let dir: string;
 let app: ReturnType<typeof createApp>;
 const sent: { routingKey: string; content: Buffer; headers: unknown }[] = [];
-const runs = fakeRuns();
+const runs = fakeRuns({ raw_logs: 0 });
 
 before(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'sluice-http-'));

@@ -15,7 +15,7 @@ import { createApp, type AppDeps } from '../../functions/trigger/app.ts';
 import { DEV_TOKEN, exposureProblems, isLoopback, triggerConfigProblems } from '../../functions/trigger/config.ts';
 import { createEvRuns, type EvRuns } from '../../functions/trigger/ev-runs.ts';
 import { createRunner, type Runner } from '../../functions/trigger/runner.ts';
-import type { Run, RunStore } from '../../functions/trigger/runs.ts';
+import { fakeRuns } from './fakes/run-store.ts';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import { loadCatalog } from '../../shared/ev/catalog.ts';
@@ -29,37 +29,6 @@ const json = { ...auth, 'content-type': 'application/json' };
 const log = pino({ level: 'silent' });
 const catalog = loadCatalog();
 
-interface Finished { state: 'done' | 'failed'; lines: number; published: number; error?: string | null }
-
-function fakeRuns(): RunStore & { created: Run[]; finished: Map<string, Finished> } {
-  const created: Run[] = [];
-  const finished = new Map<string, Finished>();
-  return {
-    created,
-    finished,
-    async create({ kind, source = null, file = null, params = null }) {
-      const run: Run = { id: `00000000-0000-4000-8000-${String(created.length).padStart(12, '0')}`, kind, state: 'running', source, file, params, lines: 0, published: 0, checkpoint: { item: 0, offset: 0 }, error: null, createdAt: '', updatedAt: '', finishedAt: null };
-      created.push(run);
-      return run;
-    },
-    async get(id) {
-      return created.find((r) => r.id === id) ?? null;
-    },
-    async list(limit) {
-      return created.slice(0, limit);
-    },
-    async progress() {},
-    async claimStale() {
-      return [];
-    },
-    async finish(id, result) {
-      finished.set(id, result);
-    },
-    async stored() {
-      return {};
-    },
-  };
-}
 
 /** A broker that confirms at once, or holds every confirm until release(). */
 function fakePublisher(): Publisher & { sent: { routingKey: string; content: Buffer }[]; hold(): void; release(): void } {
