@@ -104,5 +104,5 @@ say('| scenario | input | time | process | peak RSS |\n|---|---|---|---|---|');
   }
 }
 
-say('\nDefaults: MAX_LINE_BYTES 1 MiB, BATCH_MAX_BYTES 4 MiB (capped at max_allowed_packet / 3), PREFETCH_MAX_BYTES 64 MiB, BATCH_SIZE 500.');
+say('\nDefaults: MAX_LINE_BYTES 1 MiB, BATCH_MAX_BYTES 4 MiB (capped at max_allowed_packet / 3), PREFETCH_MAX_BYTES 256 MiB over MESSAGE_MAX_BYTES 1 MiB (prefetch 256, batches of 128).');
 if (process.argv.includes('--write')) appendFileSync(path.join(h.root, 'docs', 'benchmarks.md'), `\n${report.join('\n')}\n`);
