@@ -7,6 +7,8 @@ export interface RawLogRow {
   lineNo: number;
   source: string;
   byteOffset: number;
+  /** The file under the trigger's LOG_DIR the line came from (null: an upload, or a message from before the header existed). */
+  file: string | null;
   line: Buffer;
   /** The line's real length when `line` holds only its first bytes (the trigger's MAX_LINE_BYTES). */
   truncatedFrom: number | null;
@@ -22,8 +24,8 @@ export function createHandler(deps: { store: RawLogStore; now?: () => Date }): B
   const now = deps.now ?? (() => new Date());
   return async (items) => {
     const receivedAt = now();
-    await deps.store.insert(items.map(({ body: { runId, lineNo, source, byteOffset, line, truncatedFrom } }) => ({
-        runId, lineNo, source, byteOffset, line, truncatedFrom: truncatedFrom ?? null, receivedAt,
+    await deps.store.insert(items.map(({ body: { runId, lineNo, source, byteOffset, file, line, truncatedFrom } }) => ({
+        runId, lineNo, source, byteOffset, file: file ?? null, line, truncatedFrom: truncatedFrom ?? null, receivedAt,
       })));
   };
 }

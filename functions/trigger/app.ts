@@ -8,9 +8,10 @@ import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
 import { SourceSchema } from '../../shared/contracts/logs.ts';
 import { publishFile, publishLines } from './log-runs.ts';
+import { followRun } from './follow.ts';
 import type { Progress, Runner } from './runner.ts';
-import type { RunStore } from './runs.ts';
-import { resolveLogFile } from './paths.ts';
+import type { Run, RunStore } from './runs.ts';
+import { resolveLogFile, resolveLogGlob } from './paths.ts';
 import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
 
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
@@ -34,11 +35,18 @@ export interface AppDeps {
   ready: () => boolean;
   /** Prometheus registry served at /metrics (behind the token, like every route but /healthz). */
   metrics?: Registry;
+  /** POST /v1/runs/:id/stop of a run another trigger executes: how long to wait for it to end before answering 202. */
+  stopWaitMs?: number;
 }
 
 const LogRunRequestSchema = z.strictObject({
   kind: z.literal('logs'),
-  file: z.string().min(1, 'must not be empty').max(1024),
+  /** One file under LOG_DIR. */
+  file: z.string().min(1, 'must not be empty').max(1024).optional(),
+  /** A glob under LOG_DIR (`nginx/*.log`): every file it matches, each line carrying its file. */
+  files: z.string().min(1, 'must not be empty').max(1024).optional(),
+  /** Keep following the files (tail -F) until POST /v1/runs/:id/stop. */
+  follow: z.boolean().optional(),
   source: SourceSchema.optional(),
 });
 const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRunRequestSchema], {
@@ -47,7 +55,7 @@ const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRu
 const UploadQuerySchema = z.object({ source: SourceSchema.default('upload') });
 const ListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(50) });
 
-const STATUS_TEXT = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 413: 'Content Too Large', 429: 'Too Many Requests', 503: 'Service Unavailable' } as const;
+const STATUS_TEXT = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 413: 'Content Too Large', 429: 'Too Many Requests', 503: 'Service Unavailable' } as const;
 
 function fail(reply: FastifyReply, statusCode: keyof typeof STATUS_TEXT, message: string) {
   return reply.code(statusCode).send({ statusCode, error: STATUS_TEXT[statusCode], message });
@@ -165,6 +173,11 @@ export function createApp(deps: AppDeps) {
     const body = parse(RunRequestSchema, req.body ?? {}, 'body');
     if (!body.ok) return fail(reply, 400, body.message);
     const request = body.data;
+    if (request.kind === 'logs' && (request.file === undefined) === (request.files === undefined)) {
+      return fail(reply, 400, request.file === undefined
+        ? 'invalid body: file (one file under LOG_DIR) or files (a glob under LOG_DIR) is required'
+        : 'invalid body: give either file or files, not both');
+    }
     const release = admit(req, reply);
     if (!release) return reply;
     try {
@@ -172,11 +185,23 @@ export function createApp(deps: AppDeps) {
         const run = await deps.ev.start(request);
         return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
       }
-      const file = await resolveLogFile(deps.logDir, request.file);
-      if (!file.ok) return fail(reply, file.status, file.message);
-      const source = request.source ?? file.defaultSource;
-      const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
-      deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes));
+      const follow = request.follow ?? false;
+      if (request.file !== undefined && !follow) {
+        const file = await resolveLogFile(deps.logDir, request.file);
+        if (!file.ok) return fail(reply, file.status, file.message);
+        const source = request.source ?? file.defaultSource;
+        const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
+        deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file));
+        return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
+      }
+      // A followed file, or a glob (followed, or read once): functions/trigger/follow.ts.
+      const glob = request.files !== undefined;
+      const pattern = (request.files ?? request.file)!;
+      const found = glob ? await resolveLogGlob(deps.logDir, pattern) : await resolveLogFile(deps.logDir, pattern);
+      if (!found.ok) return fail(reply, found.status, found.message);
+      const source = request.source ?? found.defaultSource;
+      const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob } });
+      deps.runner.start(run.id, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log }));
       return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
     } catch (err) {
       if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
@@ -232,6 +257,30 @@ export function createApp(deps: AppDeps) {
     const query = parse(ListQuerySchema, req.query, 'query');
     if (!query.ok) return fail(reply, 400, query.message);
     return { runs: await deps.runs.list(query.data.limit) };
+  });
+
+  app.post('/v1/runs/:id/stop', async (req, reply) => {
+    const { id } = req.params as { id: string };
+    if (!z.uuid().safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
+    const run = await deps.runs.get(id);
+    if (!run) return fail(reply, 404, `run ${id} not found`);
+    const notRunning = (r: Run) => fail(reply, 409, `run ${id} is ${r.state}, not running: only a running run can be stopped`);
+    if (run.state !== 'running' && run.state !== 'stopping') return notRunning(run);
+    if (run.kind === 'logs' && run.file === null) return fail(reply, 409, `run ${id} is an upload: it ends with its request body and cannot be stopped (close the upload's connection instead)`);
+    const here = deps.runner.stopRun(id);
+    if (here) {
+      await here.catch(() => {}); // its end (stopped, or failed) is in the run row
+    } else {
+      // Another trigger executes it: it sees the request at its next progress save (about a second).
+      if (run.state === 'running' && !(await deps.runs.requestStop(id))) {
+        const now = await deps.runs.get(id);
+        if (now && now.state !== 'stopping') return notRunning(now);
+      }
+      const deadline = Date.now() + (deps.stopWaitMs ?? 5_000);
+      while (Date.now() < deadline && (await deps.runs.get(id))?.state === 'stopping') await new Promise((r) => setTimeout(r, 100));
+    }
+    const ended = (await deps.runs.get(id))!;
+    return reply.code(ended.state === 'stopping' ? 202 : 200).send({ ...ended, stored: await deps.runs.stored(ended) });
   });
 
   app.get('/v1/runs/:id', async (req, reply) => {

@@ -3,10 +3,12 @@
 // checkpoint (the first message the broker had not confirmed). Messages between
 // the checkpoint and the crash are published twice; the consumers' writes are
 // keyed, so the rows come out exactly once. An upload cannot be resumed: its
-// body was never stored, so the run is failed with a clear reason.
+// body was never stored, so the run is failed with a clear reason. A run asked
+// to stop whose trigger is gone is ended `stopped`, with its last checkpoint.
 import type { Logger } from '../../shared/log.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { EvRuns } from './ev-runs.ts';
+import { followRun } from './follow.ts';
 import { publishFile } from './log-runs.ts';
 import { resolveLogFile } from './paths.ts';
 import type { Runner } from './runner.ts';
@@ -26,11 +28,21 @@ export interface ResumeDeps {
 
 async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
   const fail = (error: string) => deps.runs.finish(run.id, { state: 'failed', lines: run.lines, published: run.published, error });
+  if (run.state === 'stopping') return deps.runs.finish(run.id, { state: 'stopped', lines: run.lines, published: run.published });
   if (run.kind === 'ev') return deps.ev.resume(run);
   if (run.file === null) return fail('interrupted: the trigger stopped during an upload, whose body is not kept; upload it again');
+  const source = run.source ?? 'file';
+  if (run.params?.follow === true || run.params?.glob === true) {
+    // A followed file may be missing at its path for now (rotated): the follower looks for it.
+    const work = followRun({
+      runId: run.id, source, logDir: deps.logDir, pattern: run.file, glob: run.params.glob === true, follow: run.params.follow === true,
+      from: run.checkpoint.follow, maxLineBytes: deps.maxLineBytes, log: deps.log,
+    });
+    return deps.runner.start(run.id, work, run.checkpoint);
+  }
   const file = await resolveLogFile(deps.logDir, run.file);
   if (!file.ok) return fail(`interrupted, and cannot resume: ${file.message}`);
-  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes), run.checkpoint);
+  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes, run.file), run.checkpoint);
 }
 
 /** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */
@@ -38,7 +50,7 @@ export async function resumeStaleRuns(deps: ResumeDeps): Promise<string[]> {
   const room = (deps.maxConcurrentRuns ?? Infinity) - deps.runner.active;
   const claimed = await deps.runs.claimStale(deps.staleAfterMs, Math.min(100, room));
   for (const run of claimed) {
-    deps.log.warn({ runId: run.id, kind: run.kind, checkpoint: run.checkpoint }, 'resuming a run whose trigger stopped');
+    deps.log.warn({ runId: run.id, kind: run.kind, checkpoint: { item: run.checkpoint.item, offset: run.checkpoint.offset } }, 'resuming a run whose trigger stopped');
     await resumeOne(deps, run).catch((err) => deps.log.error({ runId: run.id, err: errorMessage(err) }, 'could not resume run'));
   }
   return claimed.map((r) => r.id);

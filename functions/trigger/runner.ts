@@ -1,12 +1,13 @@
 // Runs execute in the background of the trigger. The runner records progress
 // (only what the broker confirmed counts as published), a checkpoint (the
 // position of the first message not yet confirmed, from where a run can resume
-// after its trigger died), the final state, and on shutdown stops every run in
-// flight and records where it stopped, for another trigger to take it over.
+// after its trigger died; a follow run describes a richer one), the final state,
+// and on shutdown stops every run in flight and records where it stopped, for
+// another trigger to take it over. A run stopped through the API ends `stopped`.
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
 import { errorMessage, isUnavailable } from '../../shared/errors.ts';
-import type { RunStore } from './runs.ts';
+import type { Checkpoint, FollowCheckpoint, RunStore } from './runs.ts';
 
 export interface Progress {
   /** Messages read from the source (lines, readings). */
@@ -26,6 +27,13 @@ export interface RunPublisher {
   publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions, position: Position): Promise<void>;
   readonly progress: Progress;
   readonly signal: AbortSignal;
+  /**
+   * For a run whose checkpoint is more than one position (a follow run): from now on, every
+   * save records `describe(first unconfirmed message's position, or null when all are confirmed)`.
+   */
+  describeCheckpoint(describe: (firstUnconfirmed: Position | null) => FollowCheckpoint): void;
+  /** Records the checkpoint now (after a save in progress), retrying while the database is unavailable; throws once the run is stopped. */
+  save(): Promise<void>;
 }
 
 export type RunWork = (out: RunPublisher) => Promise<void>;
@@ -35,8 +43,23 @@ export interface Runner {
   start(runId: string, work: RunWork, from?: Position): void;
   /** Run `work` and wait for it (and every confirm) before returning. */
   runNow(runId: string, work: RunWork): Promise<Progress>;
+  /** Stops a run this trigger executes: it ends `stopped` with its checkpoint once every confirm is in. Null when it does not execute it. */
+  stopRun(runId: string): Promise<Progress> | null;
   readonly active: number;
   stop(): Promise<void>;
+}
+
+/** Abort reason of a run stopped through the API. */
+export class RunStopped extends Error {
+  override name = 'RunStopped';
+  constructor() {
+    super('run stopped (POST /v1/runs/:id/stop)');
+  }
+}
+
+/** Abort reason of a run that ended elsewhere while this trigger executed it: nothing more is written. */
+class RunEndedElsewhere extends Error {
+  override name = 'RunEndedElsewhere';
 }
 
 export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: Logger; progressEveryMs?: number; maxInFlightPerRun?: number }): Runner {
@@ -48,11 +71,33 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
     // Positions of unconfirmed messages, in publish order; the checkpoint is the first of them.
     const unconfirmed: { position: Position; confirmed: boolean }[] = [];
     let checkpoint: Position = from;
+    let describe: ((firstUnconfirmed: Position | null) => FollowCheckpoint) | null = null;
     let inFlight = 0;
     let failure: unknown = null;
     let wake: (() => void) | null = null;
     const waitUntil = async (cond: () => boolean) => {
       while (!cond()) await new Promise<void>((r) => (wake = r));
+    };
+    const current = (): Checkpoint => {
+      if (!describe) return { item: checkpoint.item, offset: checkpoint.offset };
+      const first = unconfirmed.find((e) => !e.confirmed)?.position ?? null;
+      const follow = describe(first);
+      return { item: follow.nextLineNo - 1, offset: first?.offset ?? 0, follow };
+    };
+    // Saves run one after another, each with the state of the moment it runs: a
+    // checkpoint written is never replaced by an older one.
+    let saving: Promise<void> = Promise.resolve();
+    const saveNow = (): Promise<void> => {
+      const p = saving.then(async () => {
+        if (await deps.runs.progress(runId, progress.lines, progress.published, current())) return;
+        // Not running any more: stopped through another trigger, or ended by someone else.
+        const run = await deps.runs.get(runId);
+        if (abort.signal.aborted) return;
+        if (run?.state === 'stopping') abort.abort(new RunStopped());
+        else abort.abort(new RunEndedElsewhere(`run is ${run?.state ?? 'gone'} in the database`));
+      });
+      saving = p.catch(() => {});
+      return p;
     };
     const out: RunPublisher = {
       progress,
@@ -85,9 +130,29 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
             wake = null;
           });
       },
+      describeCheckpoint(fn) {
+        describe = fn;
+      },
+      async save() {
+        for (let attempt = 1; ; attempt++) {
+          abort.signal.throwIfAborted();
+          try {
+            await saveNow();
+            abort.signal.throwIfAborted();
+            return;
+          } catch (err) {
+            if (abort.signal.aborted || !isUnavailable(err)) throw err;
+            deps.log.warn({ runId, err: errorMessage(err), attempt }, 'could not record the checkpoint; trying again');
+            await new Promise((r) => setTimeout(r, Math.min(10_000, 250 * 2 ** attempt)));
+          }
+        }
+      },
     };
+    let timerSave: Promise<void> | null = null;
     const timer = setInterval(() => {
-      deps.runs.progress(runId, progress.lines, progress.published, checkpoint).catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'));
+      timerSave ??= saveNow()
+        .catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'))
+        .finally(() => (timerSave = null));
     }, deps.progressEveryMs ?? 1_000);
     try {
       let workError: unknown = null;
@@ -95,19 +160,36 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       await waitUntil(() => inFlight === 0);
       const error = workError ?? failure;
       if (error) throw error;
-      await untilAvailable(() => deps.runs.finish(runId, { state: 'done', ...progress }));
+      await saving;
+      await untilAvailable(() => deps.runs.finish(runId, { state: 'done', ...progress, checkpoint: current() }));
       deps.log.info({ runId, ...progress }, 'run done');
       return progress;
     } catch (err) {
       if (abort.signal.aborted) {
-        // A trigger going down (a deploy, a scale-in) does not end its runs: once every
-        // confirm is in, the checkpoint is recorded and a live trigger resumes the run.
+        const reason: unknown = abort.signal.reason;
         await waitUntil(() => inFlight === 0);
-        await deps.runs.progress(runId, progress.lines, progress.published, checkpoint).catch(() => {});
-        deps.log.info({ runId, ...progress, checkpoint }, 'run handed back: another trigger will resume it');
-        throw err;
+        await saving;
+        if (reason instanceof RunEndedElsewhere) {
+          deps.log.warn({ runId, ...progress, reason: reason.message }, 'run ended elsewhere: no longer executed here');
+          throw err;
+        }
+        if (reason instanceof RunStopped && failure === null) {
+          // Stopped through the API: the end is recorded with where the confirmed stream ends.
+          const at = current();
+          await untilAvailable(() => deps.runs.finish(runId, { state: 'stopped', ...progress, checkpoint: at }));
+          deps.log.info({ runId, ...progress, checkpoint: { item: at.item, offset: at.offset } }, 'run stopped');
+          return progress;
+        }
+        if (!(reason instanceof RunStopped)) {
+          // A trigger going down (a deploy, a scale-in) does not end its runs: once every
+          // confirm is in, the checkpoint is recorded and a live trigger resumes the run.
+          const at = current();
+          await deps.runs.progress(runId, progress.lines, progress.published, at).catch(() => {});
+          deps.log.info({ runId, ...progress, checkpoint: { item: at.item, offset: at.offset } }, 'run handed back: another trigger will resume it');
+          throw err;
+        }
       }
-      const reason = errorMessage(err);
+      const reason = errorMessage(failure ?? err);
       deps.log.error({ runId, ...progress, err: reason }, 'run failed');
       await untilAvailable(() => deps.runs.finish(runId, { state: 'failed', ...progress, error: reason })).catch(() => {});
       throw err;
@@ -128,6 +210,12 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       launch(runId, work, from).catch(() => {}); // recorded in the run row
     },
     runNow: (runId, work) => launch(runId, work),
+    stopRun(runId) {
+      const run = active.get(runId);
+      if (!run) return null;
+      if (!run.abort.signal.aborted) run.abort.abort(new RunStopped());
+      return run.done;
+    },
     get active() {
       return active.size;
     },

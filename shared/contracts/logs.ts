@@ -17,6 +17,8 @@ export const LogLineHeadersSchema = z.object({
   source: SourceSchema,
   lineNo: z.number().int().min(1),
   byteOffset: z.number().int().min(0),
+  /** The file the line was read from, relative to the trigger's LOG_DIR (absent for uploads). A followed file keeps the name it had when the run first saw it, also once rotated. */
+  file: z.string().min(1).max(1024).optional(),
   /** Set when the line was longer than the publisher's limit: its real length in bytes (the body holds its first bytes only). */
   truncatedFrom: z.number().int().min(1).optional(),
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readLines } from '../../shared/weblog/lines.ts';
+import { LineSplitter, readLines } from '../../shared/weblog/lines.ts';
 
 async function collect(chunks: Buffer[], max?: number) {
   const out: [string, number, number][] = [];
@@ -87,4 +87,58 @@ test('a stream that starts mid-file numbers its lines from there', async () => {
   const lines = [];
   for await (const l of readLines([Buffer.from('c\nd\n')], { from: { lines: 2, offset: 4 } })) lines.push([l.line.toString(), l.lineNo, l.byteOffset]);
   assert.deepEqual(lines, [['c', 3, 4], ['d', 4, 6]]);
+});
+
+test('LineSplitter: lines taken one at a time, the rest kept; offset and pending; end() gives the unterminated line', () => {
+  const s = new LineSplitter({ offset: 100 });
+  s.push(Buffer.from('one\r\ntwo\nthr'));
+  assert.equal(s.offset, 100);
+  const one = s.next()!;
+  assert.deepEqual([one.line.toString(), one.byteOffset, one.nextOffset], ['one', 100, 105]);
+  assert.equal(s.offset, 105);
+  assert.equal(s.pending, 7, 'two\\nthr still held');
+  const two = s.next()!;
+  assert.deepEqual([two.line.toString(), two.byteOffset, two.nextOffset], ['two', 105, 109]);
+  assert.equal(s.next(), null, 'thr has no newline yet');
+  assert.equal(s.offset, 109);
+  assert.equal(s.pending, 3);
+  s.push(Buffer.from('ee\nfour'));
+  const three = s.next()!;
+  assert.deepEqual([three.line.toString(), three.byteOffset, three.nextOffset], ['three', 109, 115]);
+  assert.equal(s.next(), null);
+  const last = s.end()!;
+  assert.deepEqual([last.line.toString(), last.byteOffset, last.nextOffset], ['four', 115, 119]);
+  assert.equal(s.end(), null);
+  assert.equal(s.pending, 0);
+});
+
+test('LineSplitter: an over-long line across pushes is cut and flagged, its next offset past its newline', () => {
+  const s = new LineSplitter({ maxLineBytes: 8 });
+  s.push(Buffer.from('abcdefghij'));
+  assert.equal(s.next(), null);
+  assert.equal(s.pending, 10);
+  s.push(Buffer.from('klm'));
+  assert.equal(s.next(), null);
+  s.push(Buffer.from('n\r\nok\n'));
+  const long = s.next()!;
+  assert.deepEqual([long.line.toString(), long.byteOffset, long.nextOffset, long.truncatedFrom], ['abcdefgh', 0, 16, 14]);
+  const ok = s.next()!;
+  assert.deepEqual([ok.line.toString(), ok.byteOffset, ok.nextOffset, ok.truncatedFrom], ['ok', 16, 19, undefined]);
+});
+
+test('LineSplitter pulled line by line between pushes gives what readLines gives', async () => {
+  const text = Buffer.from('a\r\n' + 'x'.repeat(50) + '\nshort\n\n' + 'y'.repeat(40) + '\r\nend');
+  const expected = [];
+  for await (const l of readLines([text], { maxLineBytes: 16 })) expected.push([l.line.toString(), l.byteOffset, l.nextOffset, l.truncatedFrom]);
+  for (let size = 1; size <= 9; size++) {
+    const s = new LineSplitter({ maxLineBytes: 16 });
+    const got = [];
+    for (let i = 0; i < text.length; i += size) {
+      s.push(text.subarray(i, i + size));
+      for (let l = s.next(); l; l = s.next()) got.push([l.line.toString(), l.byteOffset, l.nextOffset, l.truncatedFrom]);
+    }
+    const last = s.end();
+    if (last) got.push([last.line.toString(), last.byteOffset, last.nextOffset, last.truncatedFrom]);
+    assert.deepEqual(got, expected, `chunk size ${size}`);
+  }
 });

@@ -23,6 +23,8 @@ function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknow
     const out: RunPublisher = {
       progress,
       signal: new AbortController().signal,
+      describeCheckpoint() {},
+      async save() {},
       async publish(_exchange, routingKey, content, options, _position) {
         progress.lines++;
         progress.published++;
@@ -32,7 +34,7 @@ function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknow
     await work(out);
     return progress;
   };
-  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), active: 0, stop: async () => {} };
+  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), stopRun: () => null, active: 0, stop: async () => {} };
 }
 
 const evRuns: EvRuns & { requests: unknown[] } = {
@@ -104,8 +106,8 @@ describe('POST /v1/runs (logs)', () => {
     const mine = sent.filter((m) => (m.headers as { runId: string }).runId === res.json().id);
     assert.deepEqual(mine.map((m) => [m.routingKey, m.content.toString()]), [['logs.web-1.access', 'line one'], ['logs.web-1.access', 'line two']]);
     assert.deepEqual(mine.map((m) => m.headers), [
-      { runId: res.json().id, source: 'web-1', lineNo: 1, byteOffset: 0 },
-      { runId: res.json().id, source: 'web-1', lineNo: 2, byteOffset: 9 },
+      { runId: res.json().id, source: 'web-1', lineNo: 1, byteOffset: 0, file: 'access.log' },
+      { runId: res.json().id, source: 'web-1', lineNo: 2, byteOffset: 9, file: 'access.log' },
     ]);
   });
   test('path traversal, absolute paths and symlinks out of LOG_DIR are 400', async () => {
@@ -124,6 +126,9 @@ describe('POST /v1/runs (logs)', () => {
     const cases: [unknown, RegExp, Record<string, string>?][] = [
       ['{"kind": "logs", "file": ', /JSON/i, { ...auth, 'content-type': 'application/json' }],
       [{ kind: 'logs' }, /file/],
+      [{ kind: 'logs', file: 'access.log', files: '*.log' }, /either file or files/],
+      [{ kind: 'logs', files: '' }, /files/],
+      [{ kind: 'logs', file: 'access.log', follow: 'yes' }, /follow/],
       [{ kind: 'logs', file: '' }, /file/],
       [{ kind: 'logs', file: 'access.log', source: 'bad source!' }, /source/],
       [{ kind: 'logs', file: 'access.log', extra: 1 }, /extra/],

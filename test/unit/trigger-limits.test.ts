@@ -72,6 +72,7 @@ function idleRunner(): Runner & { started: string[] } {
     started,
     start: (id) => void started.push(id),
     runNow: async () => ({ lines: 0, published: 0 }),
+    stopRun: () => null,
     active: 0,
     stop: async () => {},
   };

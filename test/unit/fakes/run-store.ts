@@ -1,12 +1,7 @@
 // An in-memory RunStore for the trigger's unit tests: records what was created and finished.
-import type { Run, RunStore } from '../../../functions/trigger/runs.ts';
+import type { Run, RunEnd, RunStore } from '../../../functions/trigger/runs.ts';
 
-export interface Finished {
-  state: 'done' | 'failed';
-  lines: number;
-  published: number;
-  error?: string | null;
-}
+export type Finished = RunEnd;
 
 export function fakeRuns(stored: Record<string, number> = {}): RunStore & { created: Run[]; finished: Map<string, Finished> } {
   const created: Run[] = [];
@@ -25,7 +20,12 @@ export function fakeRuns(stored: Record<string, number> = {}): RunStore & { crea
     async list(limit) {
       return created.slice(0, limit);
     },
-    async progress() {},
+    async progress() {
+      return true;
+    },
+    async requestStop() {
+      return false;
+    },
     async claimStale() {
       return [];
     },
