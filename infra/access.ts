@@ -18,7 +18,7 @@ import { LOGS_EXCHANGE } from '../shared/contracts/logs.ts';
 import { EV_EXCHANGE } from '../shared/contracts/ev.ts';
 import { deadLetterQueue, retryQueue, topology } from './topology.ts';
 
-export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'ev-analytics', 'ev-store', 'notify-email'] as const;
+export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'log-stats', 'ev-analytics', 'ev-store', 'notify-email'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 type Privilege = 'SELECT' | 'INSERT' | 'UPDATE' | 'DELETE';
@@ -43,6 +43,8 @@ export const ACCESS: Record<FunctionName, Access> = {
       // GET /v1/runs/:id counts the rows the consumers stored for the run.
       raw_logs: ['SELECT'], web_requests: ['SELECT'], log_rejects: ['SELECT'],
       ev_readings: ['SELECT'], ev_sessions: ['SELECT'], ev_events: ['SELECT'],
+      // GET /v1/stats and /v1/stats/top answer from log-stats' aggregates.
+      log_stats_minute: ['SELECT'], log_stats_top: ['SELECT'],
     },
     consumes: [],
     publishes: {
@@ -52,6 +54,11 @@ export const ACCESS: Record<FunctionName, Access> = {
   },
   'log-lake': { mysql: { raw_logs: STORE }, consumes: ['logs.lake'], publishes: {} },
   'log-clean': { mysql: { web_requests: STORE, log_rejects: STORE }, consumes: ['logs.clean'], publishes: {} },
+  'log-stats': {
+    mysql: { log_stats_seen: STORE, log_stats_minute: STORE, log_stats_visitor: STORE, log_stats_top: STORE, log_stats_top_visitor: STORE },
+    consumes: ['logs.stats'],
+    publishes: {},
+  },
   'ev-analytics': {
     mysql: { ev_analytics_state: STORE, ev_analytics_clock: STORE, ev_analytics_members: [...STORE, 'DELETE'] },
     consumes: evPartitions,

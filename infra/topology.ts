@@ -47,6 +47,7 @@ export const topology: Topology = {
   queues: [
     { name: 'logs.lake', bindings: [{ exchange: 'logs', pattern: 'logs.#' }], retryDelayMs: 5_000 },
     { name: 'logs.clean', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
+    { name: 'logs.stats', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
     ...Array.from({ length: EV_PARTITIONS }, (_, p) => ({
       name: evAnalyticsQueue(p),
       // The binding key of a consistent-hash exchange is the partition's weight.

@@ -11,12 +11,15 @@ import { publishFile, publishLines } from './log-runs.ts';
 import { followRun } from './follow.ts';
 import type { Progress, Runner } from './runner.ts';
 import type { Run, RunStore } from './runs.ts';
+import { statsRoutes, type StatsStore } from './stats.ts';
 import { resolveLogFile, resolveLogGlob } from './paths.ts';
 import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
 
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
 export interface AppDeps {
+  /** The aggregates of log-stats, behind GET /v1/stats and /v1/stats/top. */
+  stats?: StatsStore;
   /** Lines longer than this are published cut to it, flagged with their real length (MAX_LINE_BYTES). */
   maxLineBytes?: number;
   runs: RunStore;
@@ -290,6 +293,8 @@ export function createApp(deps: AppDeps) {
     if (!run) return fail(reply, 404, `run ${id} not found`);
     return { ...run, stored: await deps.runs.stored(run) };
   });
+
+  if (deps.stats) void app.register(statsRoutes({ store: deps.stats }));
 
   return app;
 }

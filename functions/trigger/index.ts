@@ -9,6 +9,7 @@ import { createEvRuns } from './ev-runs.ts';
 import { createRunner } from './runner.ts';
 import { startResumer } from './resume.ts';
 import { createRunStore } from './runs.ts';
+import { createStatsStore } from './stats.ts';
 
 // Checked before boot connects anywhere: a bad variable, or the public dev token on a
 // non-loopback address, stops the trigger with every problem named (exit 78, like boot).
@@ -34,6 +35,7 @@ const app = createApp({
   bodyLimitBytes: Math.floor(config.BODY_LIMIT_MB * 1024 * 1024),
   maxConcurrentRuns: config.MAX_CONCURRENT_RUNS,
   maxLineBytes: config.MAX_LINE_BYTES,
+  stats: createStatsStore(deps.pool),
   log,
   ready: () => deps.amqp.connected,
   metrics: deps.metrics.registry,

@@ -1,0 +1,220 @@
+// The aggregates in MySQL, exactly once under at-least-once delivery. One
+// transaction per batch:
+//   1. INSERT IGNORE the batch's (run_id, line_no) into log_stats_seen with a fresh
+//      batch id, and read back which rows carry it: only those lines are new (a
+//      redelivered line already has the id of the batch that counted it). The row
+//      locks serialise two processes that hold the same line: the second waits
+//      for the first to commit or roll back, then sees the row or inserts it.
+//   2. The new lines' visitors (log_stats_visitor): one this batch inserts first adds
+//      1 to the visitors of its minute; one that was there with a later first minute
+//      moves to ours (-1 there, +1 here), so that a visitor always counts in the
+//      minute of its earliest request whatever the order the lines came in; a new
+//      visitor is also new to its client_ip and user_agent values (it is their hash).
+//      The (path or referrer, visitor) pairs (log_stats_top_visitor) go in with INSERT
+//      IGNORE, read back like the lines: each new one adds 1 to its value's visitors.
+//   3. Add the new lines to log_stats_minute and log_stats_top
+//      (INSERT ... ON DUPLICATE KEY UPDATE x = x + VALUES(x)).
+// Every statement is multi-row, its rows in primary-key order (every transaction
+// takes its locks in the same order, which keeps deadlocks rare; a deadlock or lock
+// wait timeout runs the whole transaction again, with a new batch id), and cut to
+// at most STATEMENT_MAX_BYTES, well under any server's max_allowed_packet.
+import { randomBytes } from 'node:crypto';
+import type { PoolConnection } from 'mysql2/promise';
+import { retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
+import type { CountedRequest, StatsStore } from './handler.ts';
+import {
+  aggregate, creditNewPairs, creditVisitors, lineKey, topVisitorKey, uniqueLines, visitorKey,
+  type MinuteRow, type TopRow, type TopVisitorRow, type VisitorRow,
+} from './aggregate.ts';
+
+/** A statement's values at most this many bytes (as estimated; binary values travel as hex). */
+const STATEMENT_MAX_BYTES = 1024 * 1024;
+const STATEMENT_MAX_ROWS = 2_000;
+
+type Row = Record<string, unknown>;
+
+export function createStatsStore(pool: Pool): StatsStore {
+  return {
+    async record(requests) {
+      const lines = uniqueLines(requests);
+      if (lines.length === 0) return;
+      await retryOnDeadlock(() => inTransaction(pool, (conn) => recordBatch(conn, lines)));
+    },
+  };
+}
+
+async function recordBatch(conn: PoolConnection, lines: CountedRequest[]): Promise<void> {
+  const batchId = randomBytes(16);
+  const fresh = await claim<CountedRequest>(conn, batchId, {
+    table: 'log_stats_seen',
+    columns: ['run_id', 'line_no'],
+    keyColumns: ['run_id', 'line_no'],
+    select: 'run_id AS runId, line_no AS lineNo',
+    items: [...lines].sort((a, b) => cmp(a.runId, b.runId) || a.lineNo - b.lineNo),
+    values: (r) => [r.runId, r.lineNo],
+    key: lineKey,
+    keyOfRow: (row) => lineKey({ runId: String(row.runId), lineNo: Number(row.lineNo) }),
+  });
+  if (fresh.length === 0) return; // every line was counted before
+
+  const agg = aggregate(fresh);
+  creditVisitors(agg, await claimVisitors(conn, batchId, [...agg.visitors.values()].sort(byVisitorKey)));
+  const newPairs = await claim<TopVisitorRow>(conn, batchId, {
+    table: 'log_stats_top_visitor',
+    columns: ['source', 'day', 'dimension', 'value_hash', 'visitor'],
+    keyColumns: ['source', 'day', 'dimension', 'value_hash', 'visitor'],
+    select: 'source, CAST(day AS CHAR) AS day, dimension, value_hash AS hash, visitor',
+    items: [...agg.topVisitors.values()].sort(byTopVisitorKey),
+    values: (p) => [p.source, p.day, p.dimension, p.hash, p.visitor],
+    key: topVisitorKey,
+    keyOfRow: (row) => topVisitorKey(row as unknown as TopVisitorRow),
+  });
+  creditNewPairs(agg, newPairs.map(topVisitorKey));
+
+  const minutes = [...agg.minutes.values()].sort((a, b) => cmp(a.source, b.source) || a.minute.getTime() - b.minute.getTime());
+  for (const chunk of chunks(minutes, minuteValues)) {
+    await conn.query(
+      `INSERT INTO log_stats_minute (source, minute, requests, bytes, visitors, s1xx, s2xx, s3xx, s4xx, s5xx) VALUES ?
+       ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests), bytes = bytes + VALUES(bytes), visitors = visitors + VALUES(visitors),
+         s1xx = s1xx + VALUES(s1xx), s2xx = s2xx + VALUES(s2xx), s3xx = s3xx + VALUES(s3xx), s4xx = s4xx + VALUES(s4xx), s5xx = s5xx + VALUES(s5xx)`,
+      [chunk],
+    );
+  }
+  const tops = [...agg.tops.values()].sort(byTopKey);
+  for (const chunk of chunks(tops, topValues)) {
+    await conn.query(
+      `INSERT INTO log_stats_top (source, day, dimension, value_hash, value, requests, bytes, visitors) VALUES ?
+       ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests), bytes = bytes + VALUES(bytes), visitors = visitors + VALUES(visitors)`,
+      [chunk],
+    );
+  }
+}
+
+const minuteValues = (m: MinuteRow) => [m.source, m.minute, m.requests, m.bytes, m.visitors, ...m.status];
+const topValues = (t: TopRow) => [t.source, t.day, t.dimension, t.hash, t.value, t.requests, t.bytes, t.visitors];
+
+interface ClaimSpec<T> {
+  table: string;
+  /** Columns of `values`; the batch id is appended. */
+  columns: string[];
+  /** The table's primary key. */
+  keyColumns: string[];
+  /** The primary key as read back, in the shape keyOfRow reads. */
+  select: string;
+  /** In primary-key order. */
+  items: T[];
+  values(item: T): unknown[];
+  key(item: T): string;
+  keyOfRow(row: Row): string;
+}
+
+/**
+ * INSERT IGNORE the items with this batch's id; returns those this transaction inserted (the others
+ * were there before, or were inserted by another transaction, which then holds them until it ends).
+ * When every row or none went in, the affected-rows count says so; otherwise the rows that carry
+ * the batch id are read back.
+ */
+async function claim<T>(conn: PoolConnection, batchId: Buffer, spec: ClaimSpec<T>): Promise<T[]> {
+  if (spec.items.length === 0) return [];
+  let inserted = 0;
+  for (const chunk of chunks(spec.items, (item) => [...spec.values(item), batchId])) {
+    const [result] = (await conn.query(`INSERT IGNORE INTO ${spec.table} (${spec.columns.join(', ')}, batch_id) VALUES ?`, [chunk])) as [{ affectedRows: number }, unknown];
+    inserted += result.affectedRows;
+  }
+  if (inserted === spec.items.length) return spec.items;
+  if (inserted === 0) return [];
+  const byKey = new Map(spec.items.map((item) => [spec.key(item), item]));
+  const keyIndexes = spec.keyColumns.map((c) => spec.columns.indexOf(c));
+  const ours: T[] = [];
+  for (const chunk of chunks(spec.items, (item) => keyIndexes.map((i) => spec.values(item)[i]))) {
+    const [rows] = (await conn.query(
+      `SELECT ${spec.select} FROM ${spec.table} WHERE (${spec.keyColumns.join(', ')}) IN (?) AND batch_id = ?`,
+      [chunk, batchId],
+    )) as [Row[], unknown];
+    for (const row of rows) {
+      const item = byKey.get(spec.keyOfRow(row));
+      if (item === undefined) throw new Error(`${spec.table}: read back a row this batch did not insert`);
+      ours.push(item);
+    }
+  }
+  if (ours.length !== inserted) throw new Error(`${spec.table}: inserted ${inserted} rows but read back ${ours.length}`);
+  return ours;
+}
+
+/**
+ * The batch's visitors with the earliest minute of each: a visitor not there yet is inserted; one
+ * there with a later first minute is moved to ours. Returns those this batch inserted or moved
+ * (the rows that carry its id), with the minute a moved one came from.
+ */
+async function claimVisitors(conn: PoolConnection, batchId: Buffer, visitors: VisitorRow[]): Promise<{ key: string; movedFrom: Date | null }[]> {
+  if (visitors.length === 0) return [];
+  for (const chunk of chunks(visitors, (v) => [v.source, v.day, v.visitor, v.firstMinute, batchId])) {
+    // The assignments run left to right, each seeing those before: first_minute changes last.
+    await conn.query(
+      `INSERT INTO log_stats_visitor (source, day, visitor, first_minute, batch_id) VALUES ?
+       ON DUPLICATE KEY UPDATE
+         moved_from = IF(VALUES(first_minute) < first_minute, first_minute, moved_from),
+         batch_id = IF(VALUES(first_minute) < first_minute, VALUES(batch_id), batch_id),
+         first_minute = LEAST(first_minute, VALUES(first_minute))`,
+      [chunk],
+    );
+  }
+  const ours: { key: string; movedFrom: Date | null }[] = [];
+  for (const chunk of chunks(visitors, (v) => [v.source, v.day, v.visitor])) {
+    const [rows] = (await conn.query(
+      'SELECT source, CAST(day AS CHAR) AS day, visitor, moved_from AS movedFrom FROM log_stats_visitor WHERE (source, day, visitor) IN (?) AND batch_id = ?',
+      [chunk, batchId],
+    )) as [{ source: string; day: string; visitor: Buffer; movedFrom: Date | null }[], unknown];
+    for (const row of rows) ours.push({ key: visitorKey(row), movedFrom: row.movedFrom });
+  }
+  return ours;
+}
+
+/** `items` as rows of values, cut into statements of at most STATEMENT_MAX_BYTES (estimated) and STATEMENT_MAX_ROWS. */
+function chunks<T>(items: T[], values: (item: T) => unknown[]): unknown[][][] {
+  const out: unknown[][][] = [];
+  let chunk: unknown[][] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const row = values(item);
+    const size = row.reduce<number>((n, v) => n + sizeOf(v), 4);
+    if (chunk.length > 0 && (bytes + size > STATEMENT_MAX_BYTES || chunk.length >= STATEMENT_MAX_ROWS)) out.push(chunk), (chunk = []), (bytes = 0);
+    chunk.push(row);
+    bytes += size;
+  }
+  if (chunk.length > 0) out.push(chunk);
+  return out;
+}
+
+/** Bytes a value takes in the statement: strings may double when escaped, buffers travel as hex. */
+function sizeOf(v: unknown): number {
+  if (typeof v === 'string') return 2 * Buffer.byteLength(v, 'utf8') + 4;
+  if (Buffer.isBuffer(v)) return 2 * v.length + 4;
+  return 32;
+}
+
+async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  let broken = false;
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (err) {
+    broken = (err as { fatal?: boolean }).fatal === true;
+    // A deadlock has already rolled the transaction back; anything else is rolled back here.
+    if (!broken) await conn.rollback().catch(() => (broken = true));
+    throw err;
+  } finally {
+    // A connection that failed mid-transaction is not handed to the next batch.
+    if (broken) conn.destroy();
+    else conn.release();
+  }
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const byVisitorKey = (a: VisitorRow, b: VisitorRow) => cmp(a.source, b.source) || cmp(a.day, b.day) || Buffer.compare(a.visitor, b.visitor);
+const byTopKey = (a: Omit<TopRow, 'value' | 'requests' | 'bytes' | 'visitors'>, b: Omit<TopRow, 'value' | 'requests' | 'bytes' | 'visitors'>) =>
+  cmp(a.source, b.source) || cmp(a.day, b.day) || cmp(a.dimension, b.dimension) || Buffer.compare(a.hash, b.hash);
+const byTopVisitorKey = (a: TopVisitorRow, b: TopVisitorRow) => byTopKey(a, b) || Buffer.compare(a.visitor, b.visitor);
