@@ -127,6 +127,15 @@ export function createStatsStore(pool: Pool): StatsStore {
       // takes every day whose date it touches, so its granularity is a day.
       const firstDay = from.toISOString().slice(0, 10);
       const lastDay = new Date(to.getTime() - 1).toISOString().slice(0, 10);
+      if (source && firstDay === lastDay) {
+        // One source, one day: one row per value already, read in index order (no grouping, no sort).
+        const [rows] = (await pool.query(
+          `SELECT value, requests, visitors, bytes FROM log_stats_top
+           WHERE source = ? AND day = ? AND dimension = ? ORDER BY requests DESC LIMIT ?`,
+          [source, firstDay, dimension, limit],
+        )) as [TopRow[], unknown];
+        return rows.map((r) => ({ value: r.value, requests: Number(r.requests), visitors: Number(r.visitors), bytes: Number(r.bytes) }));
+      }
       const [rows] = (await pool.query(
         `SELECT MIN(value) AS value, SUM(requests) AS requests, SUM(visitors) AS visitors, SUM(bytes) AS bytes
          FROM log_stats_top WHERE dimension = ? AND day BETWEEN ? AND ?${source ? ' AND source = ?' : ''}

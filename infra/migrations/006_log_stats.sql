@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS log_stats_top (
   bytes      BIGINT       NOT NULL DEFAULT 0,
   visitors   BIGINT       NOT NULL DEFAULT 0,
   PRIMARY KEY (source, day, dimension, value_hash),
-  KEY log_stats_top_rank (dimension, day, requests)
+  -- A day's top N of one source reads the index backwards, whatever the number of values.
+  KEY log_stats_top_rank (source, day, dimension, requests)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- Which visitors a path or referrer has had that day (for its visitors count). Not kept for
