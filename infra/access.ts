@@ -14,8 +14,8 @@
 // and `<queue>.dlq` (one per queue, see infra/topology.ts), never to the
 // default exchange: write access to the default exchange would let any
 // function put a message into any queue, notify.email included.
-import { LOGS_EXCHANGE } from '../shared/contracts/logs.ts';
-import { EV_EXCHANGE } from '../shared/contracts/ev.ts';
+import { LOGS_EXCHANGE } from '#shared/contracts/logs.ts';
+import { EV_EXCHANGE } from '#shared/contracts/ev.ts';
 import { deadLetterQueue, retryQueue, topology } from './topology.ts';
 
 export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'log-stats', 'ev-analytics', 'ev-store', 'notify-email'] as const;

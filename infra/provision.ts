@@ -7,11 +7,11 @@
 // boot they only check that what they need is there.
 import amqp from 'amqplib';
 import mysql from 'mysql2/promise';
-import type { Logger } from '../shared/log.ts';
-import { createPool, waitForDatabase } from '../shared/db/pool.ts';
-import { migrate } from '../shared/db/migrate.ts';
-import { declareTopology } from '../shared/amqp/topology.ts';
-import { redactUrl } from '../shared/config.ts';
+import type { Logger } from '#shared/log.ts';
+import { createPool, waitForDatabase } from '#shared/db/pool.ts';
+import { migrate } from '#shared/db/migrate.ts';
+import { declareTopology } from '#shared/amqp/topology.ts';
+import { redactUrl } from '#shared/config.ts';
 import { topology } from './topology.ts';
 import { ACCESS, FUNCTIONS, amqpPermissions, topicPermissions, userOf, type FunctionName } from './access.ts';
 

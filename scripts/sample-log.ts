@@ -42,7 +42,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { Faker, base, en, generateMersenne53Randomizer } from '@faker-js/faker';
-import { parseAccessLine } from '../shared/weblog/parse.ts';
+import { parseAccessLine } from '#shared/weblog/parse.ts';
 
 /** The file ensureSampleLog writes. */
 export const SAMPLE_LOG_FILE = 'access.log';

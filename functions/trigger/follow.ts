@@ -382,8 +382,7 @@ class Follower {
       this.sinceSave = 0;
     }
     const lineNo = this.nextLineNo;
-    const meta: LogLineMeta = { runId: this.o.runId, source: this.o.source, lineNo, byteOffset: l.byteOffset, file: slot.name };
-    if (l.truncatedFrom !== undefined) meta.truncatedFrom = l.truncatedFrom;
+    const meta: LogLineMeta = { runId: this.o.runId, source: this.o.source, lineNo, byteOffset: l.byteOffset, file: slot.name, truncatedFrom: l.truncatedFrom };
     await this.out.publish(LOGS_EXCHANGE, this.routingKey, l.line, logLineMessage(meta), { item: lineNo - 1, offset: l.byteOffset });
     this.nextLineNo++;
     this.sinceSave++;

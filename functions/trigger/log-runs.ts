@@ -14,9 +14,7 @@ export function publishLines(runId: string, source: string, chunks: AsyncIterabl
     const routingKey = logRoutingKey(source);
     const lines = readLines(chunks, from ? { maxLineBytes, from: { lines: from.item, offset: from.offset } } : { maxLineBytes });
     for await (const { line, lineNo, byteOffset, truncatedFrom } of lines) {
-      const meta: LogLineMeta = { runId, source, lineNo, byteOffset };
-      if (file !== undefined) meta.file = file;
-      if (truncatedFrom !== undefined) meta.truncatedFrom = truncatedFrom;
+      const meta: LogLineMeta = { runId, source, lineNo, byteOffset, file, truncatedFrom };
       await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage(meta), { item: lineNo - 1, offset: byteOffset });
     }
   };

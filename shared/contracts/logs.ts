@@ -41,7 +41,7 @@ export function logLineMessage(meta: LogLineMeta): PublishOptions {
     messageId: `${meta.runId}:${meta.lineNo}`,
     contentType: 'application/octet-stream',
     type: 'log.line',
-    // An absent field is left out, not sent as an empty header.
-    headers: Object.fromEntries(Object.entries(meta).filter(([, v]) => v !== undefined)),
+    // amqplib leaves a header whose value is undefined out of the table (an absent optional field).
+    headers: { ...meta },
   };
 }
