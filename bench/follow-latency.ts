@@ -1,4 +1,4 @@
-// npm run bench:follow — latency from a line appended to a followed log until log-stats has
+// npm run bench:follow — latency from a line appended to a followed log until log-clean has
 // counted it (committed in the same transaction that moves GET /v1/stats), over a paced append.
 // Measures and prints; asserts nothing about speed.
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,16 +19,15 @@ const pool = await h.resetEnvironment();
 try {
   await h.startFunction('log-lake');
   await h.startFunction('log-clean');
-  await h.startFunction('log-stats');
   const trigger = await h.startFunction('trigger', { LOG_DIR: dir });
   const { body: run } = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file: 'live.log', follow: true, source: 'live' });
   const appendedAt = new Float64Array(total + 1);
   const countedAt = new Float64Array(total + 1);
   let counted = 0;
-  // Watch what log-stats has committed, every 5 ms.
+  // Watch what log-clean has committed (requests and their counts go in one transaction), every 5 ms.
   const watcher = (async () => {
     while (counted < total) {
-      const [[row]] = (await pool.query('SELECT COALESCE(MAX(line_no), 0) AS n, COUNT(*) AS c FROM log_stats_seen WHERE run_id = ?', [run.id])) as [{ n: number; c: number }[], unknown];
+      const [[row]] = (await pool.query('SELECT COALESCE(MAX(line_no), 0) AS n, COUNT(*) AS c FROM web_requests WHERE run_id = ?', [run.id])) as [{ n: number; c: number }[], unknown];
       const now = performance.now();
       // Lines are counted in batches; every line up to the count is in.
       for (let i = counted + 1; i <= Number(row!.c); i++) countedAt[i] = now;

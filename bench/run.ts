@@ -22,8 +22,8 @@ run('bash', ['scripts/services.sh']);
 run(process.execPath, ['build.mjs', '--no-check']);
 const ses = await ensureSesEmulator(h.SES_ENDPOINT);
 
-// BENCH_ONLY=logs,ev,latency,cold runs some sections only.
-const only = new Set((process.env.BENCH_ONLY ?? 'logs,ev,latency,cold').split(','));
+// BENCH_ONLY=logs,aggregates,ev,latency,cold runs some sections only.
+const only = new Set((process.env.BENCH_ONLY ?? 'logs,aggregates,ev,latency,cold').split(','));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const report: string[] = [];
@@ -35,11 +35,11 @@ const apache = readFileSync(path.join(h.logsDir, 'apache_logs'));
 writeFileSync(path.join(logDir, 'apache_logs'), apache);
 writeFileSync(path.join(logDir, 'apache_logs_x10'), Buffer.concat(Array.from({ length: 10 }, () => apache)));
 
-async function logReplay(cleanProcesses: number, file: string, lines: number): Promise<number> {
+async function logReplay(cleanProcesses: number, file: string, lines: number, cleanEnv: Record<string, string> = {}): Promise<number> {
   const pool = await h.resetEnvironment();
   try {
     await h.startFunction('log-lake');
-    for (let i = 0; i < cleanProcesses; i++) await h.startFunction('log-clean');
+    for (let i = 0; i < cleanProcesses; i++) await h.startFunction('log-clean', cleanEnv);
     const trigger = await h.startFunction('trigger', { LOG_DIR: logDir });
     const t0 = performance.now();
     const { body } = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file });
@@ -62,6 +62,23 @@ for (const [file, lines] of only.has('logs') ? ([['apache_logs', 10_000], ['apac
     const rates: number[] = [];
     for (let i = 0; i < 3; i++) rates.push(await logReplay(n, file, lines));
     say(`| ${file} (${lines.toLocaleString('en')} lines) | ${n} | ${Math.round(median(rates)).toLocaleString('en')} (${rates.map((r) => Math.round(r)).join(', ')}) |`);
+  }
+}
+
+// What the streaming aggregates cost the pipeline: the same replay with log-clean counting them
+// (AGGREGATES=true, the default) and not, rounds alternated so that the machine's noise falls on both.
+if (only.has('aggregates')) {
+  say('\n## What the streaming aggregates cost: apache_logs_x10 (100,000 lines), file to every table\n');
+  say('| log-clean processes | without aggregates, lines/s | with, lines/s | with / without (median) |\n|---|---|---|---|');
+  for (const n of [1, 3]) {
+    const off: number[] = [];
+    const on: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      off.push(await logReplay(n, 'apache_logs_x10', 100_000, { AGGREGATES: 'false' }));
+      on.push(await logReplay(n, 'apache_logs_x10', 100_000, { AGGREGATES: 'true' }));
+    }
+    const fmt = (xs: number[]) => `${Math.round(median(xs)).toLocaleString('en')} (${xs.map((r) => Math.round(r)).join(', ')})`;
+    say(`| ${n} | ${fmt(off)} | ${fmt(on)} | ${(median(on) / median(off)).toFixed(2)} |`);
   }
 }
 

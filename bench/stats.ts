@@ -1,6 +1,6 @@
 // npm run bench:stats — query times of GET /v1/stats and /v1/stats/top over one day that held
 // a million requests, against the real trigger and MariaDB. The aggregates are written directly
-// (as log-stats would leave them), so the figure is the query's alone. Measures and prints.
+// (as log-clean would leave them), so the figure is the query's alone. Measures and prints.
 import { randomBytes } from 'node:crypto';
 
 process.env.TEST_MYSQL_URL ??= 'mysql://sluice:sluice@127.0.0.1:3306/sluice_test_bench';

@@ -18,8 +18,10 @@ import { LOGS_EXCHANGE } from '#shared/contracts/logs.ts';
 import { EV_EXCHANGE } from '#shared/contracts/ev.ts';
 import { deadLetterQueue, retryQueue, topology } from './topology.ts';
 
-export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'log-stats', 'ev-analytics', 'ev-store', 'notify-email'] as const;
+export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'ev-analytics', 'ev-store', 'notify-email'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
+/** Functions of older releases: the migrate step drops their users, so no old credential keeps any right. */
+export const RETIRED_FUNCTIONS = ['log-stats'] as const;
 
 type Privilege = 'SELECT' | 'INSERT' | 'UPDATE' | 'DELETE';
 
@@ -43,7 +45,7 @@ export const ACCESS: Record<FunctionName, Access> = {
       // GET /v1/runs/:id counts the rows the consumers stored for the run.
       raw_logs: ['SELECT'], web_requests: ['SELECT'], log_rejects: ['SELECT'],
       ev_readings: ['SELECT'], ev_sessions: ['SELECT'], ev_events: ['SELECT'],
-      // GET /v1/stats and /v1/stats/top answer from log-stats' aggregates.
+      // GET /v1/stats and /v1/stats/top answer from the aggregates log-clean keeps.
       log_stats_minute: ['SELECT'], log_stats_top: ['SELECT'],
     },
     consumes: [],
@@ -53,10 +55,13 @@ export const ACCESS: Record<FunctionName, Access> = {
     },
   },
   'log-lake': { mysql: { raw_logs: STORE }, consumes: ['logs.lake'], publishes: {} },
-  'log-clean': { mysql: { web_requests: STORE, log_rejects: STORE }, consumes: ['logs.clean'], publishes: {} },
-  'log-stats': {
-    mysql: { log_stats_seen: STORE, log_stats_minute: STORE, log_stats_visitor: STORE, log_stats_top: STORE, log_stats_top_visitor: STORE },
-    consumes: ['logs.stats'],
+  'log-clean': {
+    mysql: {
+      web_requests: STORE, log_rejects: STORE,
+      // The streaming aggregates, counted in the transaction that stores the clean rows.
+      log_stats_minute: STORE, log_stats_visitor: STORE, log_stats_top: STORE, log_stats_top_visitor: STORE,
+    },
+    consumes: ['logs.clean'],
     publishes: {},
   },
   'ev-analytics': {
@@ -69,7 +74,7 @@ export const ACCESS: Record<FunctionName, Access> = {
 };
 
 /** The MySQL and RabbitMQ user name of a function. */
-export const userOf = (fn: FunctionName) => `sluice_${fn.replace(/-/g, '_')}`;
+export const userOf = (fn: FunctionName | (typeof RETIRED_FUNCTIONS)[number]) => `sluice_${fn.replace(/-/g, '_')}`;
 /** The environment variable that carries a function's password to the migrate step. */
 export const passwordVariable = (fn: FunctionName) => `SLUICE_PASSWORD_${fn.replace(/-/g, '_').toUpperCase()}`;
 

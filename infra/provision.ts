@@ -8,12 +8,12 @@
 import amqp from 'amqplib';
 import mysql from 'mysql2/promise';
 import type { Logger } from '#shared/log.ts';
-import { createPool, waitForDatabase } from '#shared/db/pool.ts';
+import { createPool, waitForDatabase, type Pool } from '#shared/db/pool.ts';
 import { migrate } from '#shared/db/migrate.ts';
 import { declareTopology } from '#shared/amqp/topology.ts';
 import { redactUrl } from '#shared/config.ts';
 import { topology } from './topology.ts';
-import { ACCESS, FUNCTIONS, amqpPermissions, topicPermissions, userOf, type FunctionName } from './access.ts';
+import { ACCESS, FUNCTIONS, RETIRED_FUNCTIONS, amqpPermissions, topicPermissions, userOf, type FunctionName } from './access.ts';
 
 export interface ProvisionOptions {
   /** A MySQL user that may run DDL on the database, create users and grant (e.g. root). */
@@ -48,16 +48,36 @@ async function provisionMysql(opts: ProvisionOptions): Promise<void> {
       await pool.query(mysql.format(`CREATE USER IF NOT EXISTS ${user} IDENTIFIED BY ?`, [opts.passwords[fn]]));
       // The password and the rights are set anew every time, so a stale grant never survives.
       await pool.query(mysql.format(`ALTER USER ${user} IDENTIFIED BY ?`, [opts.passwords[fn]]));
-      await pool.query(`REVOKE ALL PRIVILEGES, GRANT OPTION FROM ${user}`);
+      await revokeInDatabase(pool, user, database);
       const grants = { schema_migrations: ['SELECT'], ...ACCESS[fn].mysql };
       for (const [table, privileges] of Object.entries(grants)) {
         await pool.query(`GRANT ${privileges.join(', ')} ON ${mysql.escapeId(database)}.${mysql.escapeId(table)} TO ${user}`);
       }
       log.info({ user: userOf(fn), database, tables: Object.keys(grants).length }, 'MySQL user ready');
     }
+    for (const fn of RETIRED_FUNCTIONS) {
+      await pool.query(mysql.format('DROP USER IF EXISTS ?@?', [userOf(fn), opts.userHost]));
+    }
   } finally {
     await pool.end();
   }
+}
+
+/**
+ * Every right the user has on this database (on the database, and on each of its tables), and no
+ * other: two databases on one server (a second checkout, a test database) keep their own grants.
+ * The grant tables themselves are not readable without rights on `mysql`, so each table is revoked,
+ * and "there is no such grant" is the expected answer for most.
+ */
+async function revokeInDatabase(pool: Pool, account: string, database: string): Promise<void> {
+  const [tables] = (await pool.query('SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?', [database])) as [{ name: string }[], unknown];
+  const revoke = (sql: string) => pool.query(sql).catch((err: { errno?: number }) => {
+    // 1141 ER_NONEXISTING_GRANT, 1147 ER_NONEXISTING_TABLE_GRANT
+    if (err.errno !== 1141 && err.errno !== 1147) throw err;
+  });
+  for (const { name } of tables) await revoke(`REVOKE ALL PRIVILEGES ON ${mysql.escapeId(database)}.${mysql.escapeId(name)} FROM ${account}`);
+  await revoke(`REVOKE ALL PRIVILEGES ON ${mysql.escapeId(database)}.* FROM ${account}`);
+  await revoke(`REVOKE GRANT OPTION ON ${mysql.escapeId(database)}.* FROM ${account}`);
 }
 
 async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
@@ -89,6 +109,7 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
     for (const p of wanted) await api('PUT', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, p);
     log.info({ user, vhost, ...amqpPermissions(fn), topics: wanted.map((w) => `${w.exchange}: ${w.write}`) }, 'RabbitMQ user ready');
   }
+  for (const fn of RETIRED_FUNCTIONS) await api('DELETE', `/api/users/${encodeURIComponent(userOf(fn))}`, undefined, [404]);
 }
 
 /** `fn` again every 2 s for up to a minute while it fails (a service still starting). */
@@ -117,7 +138,8 @@ function managementApi(baseUrl: string) {
   url.username = '';
   url.password = '';
   const base = url.toString().replace(/\/$/, '');
-  return async (method: string, path: string, body?: unknown): Promise<unknown> => {
+  /** `tolerate`: statuses that are an answer, not a failure (e.g. 404 when deleting what is gone). */
+  return async (method: string, path: string, body?: unknown, tolerate: number[] = []): Promise<unknown> => {
     let res: Response;
     try {
       res = await fetch(base + path, {
@@ -130,6 +152,7 @@ function managementApi(baseUrl: string) {
       throw new Error(`RabbitMQ management API at ${redactUrl(baseUrl)} does not answer (${(err as Error).message}); is the rabbitmq_management plugin enabled?`, { cause: err });
     }
     const text = await res.text();
+    if (tolerate.includes(res.status)) return null;
     if (!res.ok) throw new Error(`RabbitMQ management API: ${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
     return text ? JSON.parse(text) : null;
   };

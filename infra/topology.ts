@@ -26,6 +26,12 @@ export interface QueueSpec {
 export interface Topology {
   exchanges: ExchangeSpec[];
   queues: QueueSpec[];
+  /**
+   * What an older release declared and this one no longer wants: the migrate step removes it, so
+   * that e.g. a queue nobody consumes any more does not fill up forever. Queues go with their
+   * `.retry` / `.dlq` queues and exchanges.
+   */
+  retired?: { queues: string[]; bindings: { queue: string; exchange: string; pattern: string }[] };
 }
 
 /** Readings are split by session over this many analytics partitions. */
@@ -45,9 +51,9 @@ export const topology: Topology = {
     },
   ],
   queues: [
-    { name: 'logs.lake', bindings: [{ exchange: 'logs', pattern: 'logs.#' }], retryDelayMs: 5_000 },
+    { name: 'logs.lake', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
+    // log-clean stores each line and, in the same transaction, counts it into the aggregates.
     { name: 'logs.clean', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
-    { name: 'logs.stats', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
     ...Array.from({ length: EV_PARTITIONS }, (_, p) => ({
       name: evAnalyticsQueue(p),
       // The binding key of a consistent-hash exchange is the partition's weight.
@@ -61,7 +67,15 @@ export const topology: Topology = {
     { name: 'ev.store.readings', bindings: [{ exchange: 'ev', pattern: 'ev.reading.#' }], retryDelayMs: 5_000 },
     { name: 'ev.store.events', bindings: [{ exchange: 'ev', pattern: 'ev.event.#' }], retryDelayMs: 5_000 },
     { name: 'notify.email', bindings: [{ exchange: 'ev', pattern: 'ev.event.#' }], retryDelayMs: 5_000 },
+    // Web-log alerts (log-alerts publishes logs.alert.<rule>) for notify-email to mail the operator.
+    { name: 'notify.alerts', bindings: [{ exchange: 'logs', pattern: 'logs.alert.#' }], retryDelayMs: 5_000 },
   ],
+  retired: {
+    // log-stats' own queue: the aggregates are now counted by log-clean (docs/design-notes.md).
+    queues: ['logs.stats'],
+    // The lake took every `logs.#` message; alerts now travel on that exchange too.
+    bindings: [{ queue: 'logs.lake', exchange: 'logs', pattern: 'logs.#' }],
+  },
 };
 
 export const retryQueue = (queue: string) => `${queue}.retry`;

@@ -9,7 +9,7 @@ import { consumerConfigShape, loadFunctionConfig, type BaseConfig } from './conf
 import { ConfigError, errorMessage } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { createPool, waitForDatabase, type Pool } from './db/pool.ts';
+import { createPool, waitForDatabase, type Pool, type PoolOptions } from './db/pool.ts';
 import { waitForSchema } from './db/schema.ts';
 import { connectAmqp, type AmqpClient } from './amqp/connection.ts';
 import { checkQueues } from './amqp/topology.ts';
@@ -32,7 +32,7 @@ export interface Deps<C> {
 }
 
 /** Boots the common dependencies, or exits with a clear message (config errors name every variable). */
-export async function boot<S extends z.ZodRawShape>(name: string, shape: S): Promise<Deps<BaseConfig & z.output<z.ZodObject<S>>>> {
+export async function boot<S extends z.ZodRawShape>(name: string, shape: S, opts: { pool?: PoolOptions } = {}): Promise<Deps<BaseConfig & z.output<z.ZodObject<S>>>> {
   const bootStarted = performance.now();
   let config: BaseConfig & z.output<z.ZodObject<S>>;
   try {
@@ -74,7 +74,7 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S): Pro
 
   try {
     const metrics = createMetrics(name);
-    const pool = createPool(config.MYSQL_URL);
+    const pool = createPool(config.MYSQL_URL, undefined, opts.pool);
     onStop(() => pool.end());
     await waitForDatabase(pool).catch((err) => {
       const denied = (err as { code?: string }).code === 'ER_ACCESS_DENIED_ERROR';

@@ -15,7 +15,6 @@ import { EV_PARTITIONS, evAnalyticsQueue, topology } from '../infra/topology.ts'
 import { FUNCTIONS, passwordVariable, userOf } from '../infra/access.ts';
 import * as logLakeConfig from '../functions/log-lake/config.ts';
 import * as logCleanConfig from '../functions/log-clean/config.ts';
-import * as logStatsConfig from '../functions/log-stats/config.ts';
 import * as evStoreConfig from '../functions/ev-store/config.ts';
 import * as notifyEmailConfig from '../functions/notify-email/config.ts';
 import * as evAnalyticsConfig from '../functions/ev-analytics/config.ts';
@@ -34,7 +33,6 @@ const queueFunctions = functions.filter((fn) => read(`functions/${fn}/index.ts`)
 const consumed: Record<string, string[]> = {
   'log-lake': [logLakeConfig.QUEUE],
   'log-clean': [logCleanConfig.QUEUE],
-  'log-stats': [logStatsConfig.QUEUE],
   'ev-analytics': Array.from({ length: EV_PARTITIONS }, (_, p) => evAnalyticsQueue(p)),
   'ev-store': [evStoreConfig.READINGS_QUEUE, evStoreConfig.EVENTS_QUEUE],
   'notify-email': [notifyEmailConfig.QUEUE],
@@ -42,7 +40,6 @@ const consumed: Record<string, string[]> = {
 const configModules: Record<string, Record<string, unknown>> = {
   'log-lake': logLakeConfig,
   'log-clean': logCleanConfig,
-  'log-stats': logStatsConfig,
   'ev-analytics': evAnalyticsConfig,
   'ev-store': evStoreConfig,
   'notify-email': notifyEmailConfig,

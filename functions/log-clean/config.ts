@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { consumerConfigShape } from '../../shared/config.ts';
 import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
 
@@ -5,5 +6,11 @@ export const configShape = {
   ...consumerConfigShape,
   // A body is one line, cut by the trigger at its MAX_LINE_BYTES.
   MESSAGE_MAX_BYTES: consumerConfigShape.MESSAGE_MAX_BYTES.default(MAX_LINE_BYTES),
+  /**
+   * false: store the clean rows only, counting nothing into the streaming aggregates (GET /v1/stats
+   * and the alerts then see nothing). For a deployment that does not use them, and for measuring
+   * what they cost (npm run bench, section `aggregates`).
+   */
+  AGGREGATES: z.stringbool().default(true),
 };
 export const QUEUE = 'logs.clean';

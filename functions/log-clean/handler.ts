@@ -1,11 +1,14 @@
 // The clean store: parse each line into a structured request. A line that
 // cannot be parsed (or was cut short before it reached us) is kept in the
 // rejects with the reason; a field longer than its column is cut to fit and
-// the request is kept, naming the cut fields: nothing is dropped.
+// the request is kept, naming the cut fields: nothing is dropped. Each request
+// also says what it counts for in the streaming aggregates (count.ts), which the
+// store adds up in the transaction that stores the request.
 import type { BatchHandler } from '../../shared/amqp/consumer.ts';
 import type { LogLine } from '../../shared/contracts/logs.ts';
 import { parseAccessLine, type WebRequest } from '../../shared/weblog/parse.ts';
-import { truncateBytes, truncateChars } from '../../shared/weblog/truncate.ts';
+import { truncateBytes, truncateChars } from './truncate.ts';
+import { countRequest, type CountedRequest } from './count.ts';
 
 export { truncateBytes, truncateChars };
 
@@ -15,6 +18,8 @@ export interface RequestRow extends WebRequest {
   source: string;
   /** Columns whose value was cut to fit, comma-separated in table order (e.g. "referrer,user_agent"); null when none. */
   truncated: string | null;
+  /** What the request counts for in the aggregates (from the request as parsed, before any cut); null when they are off. */
+  counted: CountedRequest | null;
 }
 export interface RejectRow {
   runId: string;
@@ -26,7 +31,7 @@ export interface RejectRow {
 }
 
 export interface CleanLogStore {
-  /** Both idempotent on (run_id, line_no). */
+  /** Both idempotent on (run_id, line_no); insertRequests counts each request into the aggregates once, when it stores it. */
   insertRequests(rows: RequestRow[]): Promise<void>;
   insertRejects(rows: RejectRow[]): Promise<void>;
 }
@@ -102,14 +107,21 @@ export function truncatedLineReason(truncatedFrom: number, kept: number): string
   return `line marked as cut short (truncatedFrom ${truncatedFrom}) but the body holds ${kept} bytes; not parsed`;
 }
 
-export function createHandler(deps: { store: CleanLogStore; now?: () => Date }): BatchHandler<LogLine> {
+/** `aggregates` false: requests are not worked out for the aggregates (AGGREGATES=false). */
+export function createHandler(deps: { store: CleanLogStore; now?: () => Date; aggregates?: boolean }): BatchHandler<LogLine> {
   const now = deps.now ?? (() => new Date());
+  const aggregates = deps.aggregates ?? true;
   return async (items) => {
     const requests: RequestRow[] = [];
     const rejects: RejectRow[] = [];
     const receivedAt = now();
+    // A publisher that resumes may send a line twice, even into one batch: the first one stands.
+    const seen = new Set<string>();
     for (const { body } of items) {
       const { runId, lineNo, source, line, truncatedFrom } = body;
+      const key = `${runId}\0${lineNo}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
       let reason: string;
       if (truncatedFrom !== undefined) {
         // Only the line's first bytes are here: parsing them could yield a row that
@@ -121,7 +133,7 @@ export function createHandler(deps: { store: CleanLogStore; now?: () => Date }):
           const { row, truncated } = fitRow(parsed.value);
           const problem = checkRow(row);
           if (problem === null) {
-            requests.push({ ...row, runId, lineNo, source, truncated });
+            requests.push({ ...row, runId, lineNo, source, truncated, counted: aggregates ? countRequest(body, parsed.value) : null });
             continue;
           }
           reason = problem;

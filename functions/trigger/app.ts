@@ -18,7 +18,7 @@ import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
 export interface AppDeps {
-  /** The aggregates of log-stats, behind GET /v1/stats and /v1/stats/top. */
+  /** The streaming aggregates (kept by log-clean), behind GET /v1/stats and /v1/stats/top. */
   stats?: StatsStore;
   /** Lines longer than this are published cut to it, flagged with their real length (MAX_LINE_BYTES). */
   maxLineBytes?: number;

@@ -1,6 +1,6 @@
-// The query API over log-stats' aggregates: GET /v1/stats and GET /v1/stats/top.
-// Both answer from log_stats_minute and log_stats_top (written by the log-stats
-// function), never by scanning web_requests, so a day's query reads at most
+// The query API over the streaming aggregates: GET /v1/stats and GET /v1/stats/top.
+// Both answer from log_stats_minute and log_stats_top (written by log-clean as it
+// stores the requests), never by scanning web_requests, so a day's query reads at most
 // 1,440 rows per source.
 import { z } from 'zod';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';

@@ -34,6 +34,12 @@ export async function declareTopology(ch: Channel, t: Topology): Promise<void> {
     }
     for (const b of q.bindings) await ch.bindQueue(q.name, b.exchange, b.pattern);
   }
+  // Deleting what does not exist is fine on RabbitMQ 3.x and 4.x alike.
+  for (const b of t.retired?.bindings ?? []) await ch.unbindQueue(b.queue, b.exchange, b.pattern);
+  for (const q of t.retired?.queues ?? []) {
+    for (const name of [q, retryQueue(q), deadLetterQueue(q)]) await ch.deleteQueue(name);
+    for (const name of [retryQueue(q), deadLetterQueue(q)]) await ch.deleteExchange(name);
+  }
 }
 
 /** Check, without declaring anything, that `queues` exist: a function may not configure the broker. */

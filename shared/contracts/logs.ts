@@ -21,6 +21,8 @@ export const LogLineHeadersSchema = z.object({
   file: z.string().min(1).max(1024).optional(),
   /** Set when the line was longer than the publisher's limit: its real length in bytes (the body holds its first bytes only). */
   truncatedFrom: z.number().int().min(1).optional(),
+  /** `false` when the line's run muted alerts (`"alerts": false`, e.g. the replay of an old log); absent otherwise. */
+  alerts: z.literal(false).optional(),
 });
 export type LogLineMeta = z.infer<typeof LogLineHeadersSchema>;
 export interface LogLine extends LogLineMeta {

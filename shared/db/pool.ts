@@ -2,8 +2,18 @@ import mysql, { type Pool } from 'mysql2/promise';
 
 export type { Pool };
 
-export function createPool(url: string, connectionLimit = 8): Pool {
+export interface PoolOptions {
+  /**
+   * false: an INSERT ... ON DUPLICATE KEY UPDATE that leaves a row as it was counts 0 affected
+   * rows, not 1, so that its affectedRows is the number of rows it inserted (mysql2 reports
+   * found rows by default, which an UPDATE that must tell "matched" from "missed" relies on).
+   */
+  foundRows?: boolean;
+}
+
+export function createPool(url: string, connectionLimit = 8, opts: PoolOptions = {}): Pool {
   return mysql.createPool({
+    ...(opts.foundRows === false ? { flags: ['-FOUND_ROWS'] } : {}),
     uri: url,
     connectionLimit,
     // DATETIME columns hold UTC; read and write them as UTC whatever the host's zone.
@@ -30,9 +40,11 @@ export async function waitForDatabase(pool: Pool, attempts = 30, delayMs = 1_000
   }
 }
 
-const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+/** The code of an error a store throws when another transaction changed what it read: run it again, like a deadlock. */
+export const CONCURRENT_WRITE = 'SLUICE_CONCURRENT_WRITE';
+const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', CONCURRENT_WRITE]);
 
-/** Run `fn` again when InnoDB picked it as a deadlock victim (or timed out on a lock). */
+/** Run `fn` again when InnoDB picked it as a deadlock victim (or timed out on a lock, or a store saw a concurrent write). */
 export async function retryOnDeadlock<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
   for (let i = 1; ; i++) {
     try {

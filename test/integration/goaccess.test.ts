@@ -1,4 +1,4 @@
-// The streaming aggregates (log-stats, read through GET /v1/stats and /v1/stats/top) agree
+// The streaming aggregates (log-clean's, read through GET /v1/stats and /v1/stats/top) agree
 // with GoAccess 1.7 run on the same real logs: totals, bytes, unique visitors, status classes
 // and the top 10 requested paths.
 //
@@ -77,7 +77,6 @@ before(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'sluice-goaccess-'));
   await startFunction('log-lake');
   await startFunction('log-clean');
-  await startFunction('log-stats');
   trigger = await startFunction('trigger', { LOG_DIR: work });
 });
 after(async () => {
@@ -86,7 +85,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-describe('log-stats agrees with GoAccess 1.7', () => {
+describe('the streaming aggregates agree with GoAccess 1.7', () => {
   for (const file of FILES) {
     test(file, async () => {
       const all = linesOf(file);

@@ -1,17 +1,11 @@
-// Exact streaming aggregates of access logs. Each line that parses (with the
-// parser log-clean uses) and that the publisher did not cut short counts as one
-// request; everything else counts for nothing here (log-clean keeps it as a
-// reject, with the reason). For each request the handler works out what the
-// aggregates need: its minute (UTC), its day in the log's own time zone, its
-// status class, its bytes, the visitor it makes and its values in the five
-// top-N dimensions. Adding them up exactly once is the store's job.
-import { createHash } from 'node:crypto';
-import type { BatchHandler } from '../../shared/amqp/consumer.ts';
+// What a stored request counts for in the streaming aggregates: its minute
+// (UTC), its day in the log's own time zone, its status class, its bytes, the
+// visitor it makes and its values in the five top-N dimensions. Adding them up
+// exactly once is the store's job (stats-store.ts).
+import { hash } from 'node:crypto';
 import type { LogLine } from '../../shared/contracts/logs.ts';
-import { parseAccessLine, type WebRequest } from '../../shared/weblog/parse.ts';
-import { truncateBytes } from '../../shared/weblog/truncate.ts';
-
-export { truncateBytes };
+import type { WebRequest } from '../../shared/weblog/parse.ts';
+import { truncateBytes } from './truncate.ts';
 
 export const DIMENSIONS = ['path', 'not_found', 'referrer', 'client_ip', 'user_agent'] as const;
 export type Dimension = (typeof DIMENSIONS)[number];
@@ -39,23 +33,15 @@ export interface CountedRequest {
   /** The visitor the request makes (MD5 of client IP, NUL, user agent), or null: a 4xx answer, or no client address. */
   visitor: Buffer | null;
   values: DimensionValue[];
-}
-
-export interface StatsStore {
-  /**
-   * Adds the requests to the aggregates, exactly once per (runId, lineNo) however many
-   * times, and by however many processes, the same line is recorded.
-   */
-  record(requests: CountedRequest[]): Promise<void>;
+  /** The line's run left alerts on (log_stats_minute.alerting). */
+  alerting: boolean;
 }
 
 /** log_stats_top.value is a TEXT: 65,535 bytes whatever the characters. */
 export const VALUE_MAX_BYTES = 65_535;
 
-const DATETIME_MIN_MS = Date.UTC(1000, 0, 1);
-const DATETIME_END_MS = Date.UTC(10000, 0, 1);
-
-export const md5 = (s: string): Buffer => createHash('md5').update(s, 'utf8').digest();
+// crypto.hash: one call, no Hash object per value (a third of the time of createHash here).
+export const md5 = (s: string): Buffer => hash('md5', s, 'buffer');
 
 export const utcMinute = (ts: Date): Date => new Date(Math.floor(ts.getTime() / 60_000) * 60_000);
 
@@ -69,7 +55,7 @@ export const localDay = (ts: Date, tzOffsetMin: number): string => new Date(ts.g
  */
 export function visitorOf(r: Pick<WebRequest, 'status' | 'clientIp' | 'userAgent'>): Buffer | null {
   if (r.clientIp === null || (r.status >= 400 && r.status < 500)) return null;
-  return createHash('md5').update(r.clientIp, 'utf8').update('\0').update(r.userAgent ?? '-', 'utf8').digest();
+  return md5(`${r.clientIp}\0${r.userAgent ?? '-'}`);
 }
 
 function hexDigit(c: number): number {
@@ -179,17 +165,8 @@ export function dimensionValues(r: WebRequest): DimensionValue[] {
   return values;
 }
 
-/**
- * What no aggregate can hold: the parser already rules these out (log-clean rejects them too,
- * should it ever let one through); checked so that one bad value cannot fail a whole batch.
- */
-function countable(r: WebRequest): boolean {
-  const t = r.ts.getTime();
-  return Number.isInteger(r.status) && r.status >= 100 && r.status <= 599 && t >= DATETIME_MIN_MS && t < DATETIME_END_MS
-    && (r.bytes === null || (Number.isSafeInteger(r.bytes) && r.bytes >= 0));
-}
-
-export function countRequest(meta: Pick<LogLine, 'runId' | 'lineNo' | 'source'>, r: WebRequest): CountedRequest {
+/** `r` as the parser gave it (before log-clean cuts fields to fit its columns): the values are cut to VALUE_MAX_BYTES here. */
+export function countRequest(meta: Pick<LogLine, 'runId' | 'lineNo' | 'source' | 'alerts'>, r: WebRequest): CountedRequest {
   return {
     runId: meta.runId,
     lineNo: meta.lineNo,
@@ -200,19 +177,6 @@ export function countRequest(meta: Pick<LogLine, 'runId' | 'lineNo' | 'source'>,
     bytes: r.bytes ?? 0,
     visitor: visitorOf(r),
     values: dimensionValues(r),
-  };
-}
-
-export function createHandler(deps: { store: StatsStore }): BatchHandler<LogLine> {
-  return async (items) => {
-    const requests: CountedRequest[] = [];
-    for (const { body } of items) {
-      // Only the first bytes of a cut line are here: it could parse into a request that looks whole.
-      if (body.truncatedFrom !== undefined) continue;
-      const parsed = parseAccessLine(body.line.toString('utf8'));
-      if (!parsed.ok || !countable(parsed.value)) continue;
-      requests.push(countRequest(body, parsed.value));
-    }
-    if (requests.length > 0) await deps.store.record(requests);
+    alerting: meta.alerts !== false,
   };
 }

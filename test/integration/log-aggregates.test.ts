@@ -1,20 +1,19 @@
-// log-stats end to end on real RabbitMQ and MariaDB: the trigger replays
-// apache_logs into exchange `logs`, log-stats adds every request up into the
-// log_stats_* tables. The aggregates are checked exactly against figures worked
+// The streaming aggregates end to end on real RabbitMQ and MariaDB: the trigger
+// replays apache_logs into exchange `logs`, log-clean stores every request and,
+// in the same transaction, adds it up into the log_stats_* tables. The aggregates are checked exactly against figures worked
 // out here from the file itself, then the same replay is run again (each as its
-// own source) with log-stats SIGKILLed twice mid-replay, and with two log-stats
+// own source) with log-clean SIGKILLed twice mid-replay, and with two log-clean
 // processes at once: the aggregates must be identical, row for row.
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
 import type { Pool } from '../../shared/db/pool.ts';
 import { parseAccessLine } from '../../shared/weblog/parse.ts';
 import {
-  AMQP_URL, RABBITMQ_API_URL, api, count, ensureBuilt, logsDir, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess,
+  AMQP_URL, RABBITMQ_API_URL, api, count, ensureBuilt, logsDir, resetEnvironment, startFunction, stopAll, waitFor, type FnProcess,
 } from './harness.ts';
 
 const LINES = readFileSync(path.join(logsDir, 'apache_logs'), 'utf8').split('\n').filter((l) => l !== '');
@@ -23,7 +22,7 @@ const STATS_ENV = { BATCH_SIZE: '50' };
 let pool: Pool;
 let trigger: FnProcess;
 
-// --- what the file says, worked out independently of log-stats' code ---------------------
+// --- what the file says, worked out independently of log-clean's code ---------------------
 
 interface Expected {
   requests: number;
@@ -82,7 +81,7 @@ function expectedFromFile(): Expected {
   return { requests, bytes, status, visitorsByDay: Object.fromEntries([...days].map(([d, s]) => [d, s.size])), topPaths };
 }
 
-// --- what log-stats stored --------------------------------------------------------------
+// --- what log-clean stored --------------------------------------------------------------
 
 const rows = async <T>(sql: string, params: unknown[]): Promise<T[]> => ((await pool.query(sql, params)) as [T[], unknown])[0];
 
@@ -154,7 +153,8 @@ async function replay(source: string): Promise<string> {
   assert.equal(res.status, 202, JSON.stringify(res.body));
   return res.body.id as string;
 }
-const counted = (runId: string) => count(pool, 'SELECT COUNT(*) FROM log_stats_seen WHERE run_id = ?', [runId]);
+// The aggregates move in the transaction that stores the requests: what is stored is counted.
+const counted = (runId: string) => count(pool, 'SELECT COUNT(*) FROM web_requests WHERE run_id = ?', [runId]);
 async function waitCounted(runId: string, lines: number): Promise<void> {
   await waitFor(`run ${runId} counted`, async () => (await counted(runId)) === lines, 180_000, 100);
 }
@@ -163,7 +163,7 @@ async function waitCounted(runId: string, lines: number): Promise<void> {
 async function acked(fn: FnProcess): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${fn.ready.health}/metrics`)).text();
   let n = 0;
-  for (const m of text.matchAll(/^sluice_messages_total\{[^}]*queue="logs\.stats"[^}]*outcome="ack"[^}]*\} (\d+)/gm)) n += Number(m[1]);
+  for (const m of text.matchAll(/^sluice_messages_total\{[^}]*queue="logs\.clean"[^}]*outcome="ack"[^}]*\} (\d+)/gm)) n += Number(m[1]);
   return n;
 }
 
@@ -179,7 +179,7 @@ async function queueDepth(queue: string): Promise<number> {
 
 const started: FnProcess[] = [];
 async function startStats(env: Record<string, string>): Promise<FnProcess> {
-  const p = await startFunction('log-stats', env);
+  const p = await startFunction('log-clean', env);
   started.push(p);
   return p;
 }
@@ -216,11 +216,6 @@ let reference: Awaited<ReturnType<typeof snapshot>>;
 
 before(async () => {
   ensureBuilt();
-  // ensureBuilt looks at the first functions only: log-stats may be newer than the last full build.
-  if (!existsSync(path.join(root, 'dist/log-stats/index.mjs'))) {
-    const r = spawnSync(process.execPath, ['build.mjs', '--no-check', 'log-stats'], { cwd: root, stdio: 'inherit' });
-    assert.equal(r.status, 0, 'build of log-stats');
-  }
   pool = await resetEnvironment();
   trigger = await startFunction('trigger');
 });
@@ -232,7 +227,7 @@ after(async () => {
   await pool?.end();
 });
 
-describe('log-stats', () => {
+describe('streaming aggregates (log-clean)', () => {
   test('a replay of apache_logs adds up exactly to the file', async () => {
     assert.equal(expected.requests, 9_999, 'every line but 8899 (cut short) counts');
     await startStats(STATS_ENV);
@@ -257,7 +252,7 @@ describe('log-stats', () => {
     assert.ok(reference.tops.length > 5_000 && reference.pairs > 10_000, `${reference.tops.length} values, ${reference.pairs} (value, visitor) pairs`);
   });
 
-  test('log-stats SIGKILLed twice mid-replay and restarted: identical aggregates', async () => {
+  test('log-clean SIGKILLed twice mid-replay and restarted: identical aggregates', async () => {
     let stats = await startStats(STATS_ENV);
     const runId = await replay('stats-kill');
     for (const threshold of [1_500, 5_000]) {
@@ -273,21 +268,21 @@ describe('log-stats', () => {
     assert.deepEqual(await snapshot('stats-kill'), reference);
   });
 
-  test('two log-stats processes on the same queue: both work, nothing counted twice', async () => {
+  test('two log-clean processes on the same queue: both work, nothing counted twice', async () => {
     const both = [await startStats(STATS_ENV), await startStats(STATS_ENV)];
     const runId = await replay('stats-two');
     await waitCounted(runId, expected.requests);
-    await waitFor('the queue to be drained', async () => (await queueDepth('logs.stats')) === 0, 30_000);
+    await waitFor('the queue to be drained', async () => (await queueDepth('logs.clean')) === 0, 30_000);
     const acks = await Promise.all(both.map(acked));
     for (const n of acks) assert.ok(n > 0, `every process took work: ${acks}`);
-    assert.equal(acks[0]! + acks[1]!, LINES.length, 'each message handled once (the line log-stats does not count is acked too)');
+    assert.equal(acks[0]! + acks[1]!, LINES.length, 'each message handled once (the line that does not count, a reject, is acked too)');
     assert.deepEqual(await measured('stats-two'), expected);
     await assertConsistent('stats-two');
     assert.deepEqual(await snapshot('stats-two'), reference);
     // Contention between the two (row locks, deadlocks) is resolved inside the store's retries:
     // no batch failed, none was split into single messages, nothing went to the DLQ.
     for (const p of both) assert.deepEqual(p.logs.filter((l) => /"level":(40|50)/.test(l)), [], 'no warnings or errors');
-    assert.equal(await queueDepth('logs.stats.dlq'), 0);
+    assert.equal(await queueDepth('logs.clean.dlq'), 0);
   });
 
   test('a line published twice (a resumed publisher) and redelivered counts once', async () => {
@@ -303,11 +298,11 @@ describe('log-stats', () => {
       send(1, LINES[0]!);
       send(2, LINES[1]!);
       await ch.waitForConfirms();
-      await waitFor('the first lines counted', async () => (await counted(runId)) === 2 && (await queueDepth('logs.stats')) === 0, 30_000);
+      await waitFor('the first lines counted', async () => (await counted(runId)) === 2 && (await queueDepth('logs.clean')) === 0, 30_000);
       send(1, LINES[0]!);
       send(3, LINES[2]!);
       await ch.waitForConfirms();
-      await waitFor('the last line counted', async () => (await counted(runId)) === 3 && (await queueDepth('logs.stats')) === 0, 30_000);
+      await waitFor('the last line counted', async () => (await counted(runId)) === 3 && (await queueDepth('logs.clean')) === 0, 30_000);
     } finally {
       await conn.close();
     }

@@ -1,4 +1,4 @@
-// log-stats' handler against hand-written StatsStores: what each request
+// log-clean's handler and the aggregates' arithmetic, against hand-written stores: what each request
 // counts for (minute, day, status class, bytes, visitor, top-N values), what
 // does not count, the GoAccess-style request values, and - with an in-memory
 // store that is exactly-once the way the MySQL one is - apache_logs replayed in
@@ -12,27 +12,30 @@ import { pino } from 'pino';
 import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import type { LogLine } from '../../shared/contracts/logs.ts';
 import { parseAccessLine } from '../../shared/weblog/parse.ts';
+import { createHandler, type CleanLogStore, type RequestRow } from '../../functions/log-clean/handler.ts';
+import { decodePercent, requestTarget, VALUE_MAX_BYTES, type CountedRequest } from '../../functions/log-clean/count.ts';
+import { truncateBytes } from '../../functions/log-clean/truncate.ts';
 import {
-  createHandler, decodePercent, requestTarget, truncateBytes, VALUE_MAX_BYTES,
-  type CountedRequest, type StatsStore,
-} from '../../functions/log-stats/handler.ts';
-import {
-  aggregate, creditNewPairs, creditVisitors, lineKey, minuteKey, topKey, topVisitorKey, uniqueLines, visitorKey,
-} from '../../functions/log-stats/aggregate.ts';
+  aggregate, creditNewPairs, creditVisitors, minuteKey, topKey, topVisitorKey, visitorKey,
+} from '../../functions/log-clean/aggregate.ts';
 
-const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'logs.stats' };
+const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'logs.clean' };
+const lineKey = (r: { runId: string; lineNo: number }) => `${r.runId}\0${r.lineNo}`;
+
+/** A store that sees the requests log-clean stores, as what they count for. */
+function statsStore(record: (requests: CountedRequest[]) => Promise<void>): CleanLogStore {
+  return {
+    insertRequests: (rows: RequestRow[]) => (rows.length > 0 ? record(rows.map((r) => r.counted!)) : Promise.resolve()),
+    insertRejects: async () => {},
+  };
+}
 const RUN = '0b7f4a52-9c1e-4d6b-8a3f-2e5d7c9b1a04';
 const md5 = (s: string) => createHash('md5').update(s, 'utf8').digest();
 
 /** Records every batch it is given. */
-function recordingStore(): StatsStore & { batches: CountedRequest[][] } {
+function recordingStore(): CleanLogStore & { batches: CountedRequest[][] } {
   const batches: CountedRequest[][] = [];
-  return {
-    batches,
-    async record(requests) {
-      batches.push(requests);
-    },
-  };
+  return { batches, ...statsStore(async (requests) => void batches.push(requests)) };
 }
 
 function item(lineNo: number, line: string | Buffer, extra: Partial<LogLine> = {}, runId = RUN, source = 'test'): BatchItem<LogLine> {
@@ -103,6 +106,13 @@ describe('what a request counts for', () => {
   });
 });
 
+test('a line of a run that muted alerts counts, but not for alerts', async () => {
+  const line = '10.1.2.3 - - [10/Oct/2000:23:55:36 -0700] "GET / HTTP/1.1" 500 1 "-" "curl/8"';
+  const store = recordingStore();
+  await createHandler({ store })([item(1, line), item(2, line, { alerts: false })], ctx);
+  assert.deepEqual(store.batches.flat().map((r) => [r.lineNo, r.alerting]), [[1, true], [2, false]]);
+});
+
 describe('what does not count', () => {
   test('lines that do not parse and lines the publisher cut short; the store is not called for nothing', async () => {
     const good = '1.2.3.4 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 1 "-" "ua"';
@@ -120,7 +130,7 @@ describe('what does not count', () => {
   });
 
   test('a store failure fails the batch (the runtime retries it)', async () => {
-    const failing: StatsStore = { record: async () => Promise.reject(new Error('db down')) };
+    const failing = statsStore(async () => Promise.reject(new Error('db down')));
     await assert.rejects(createHandler({ store: failing })([item(1, '1.2.3.4 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 1 "-" "-"')], ctx), /db down/);
   });
 });
@@ -171,7 +181,7 @@ describe('request values as GoAccess 1.7 keys them', () => {
 function req(over: Partial<CountedRequest> & { lineNo: number }): CountedRequest {
   return {
     runId: RUN, source: 's', minute: new Date('2015-05-17T10:05:00Z'), day: '2015-05-17', statusClass: 2, bytes: 10, visitor: md5('v1'),
-    values: [{ dimension: 'path', value: '/', hash: md5('/') }], ...over,
+    values: [{ dimension: 'path', value: '/', hash: md5('/') }], alerting: true, ...over,
   };
 }
 
@@ -182,13 +192,14 @@ describe('aggregate: a batch\'s rows, one per key', () => {
     const agg = aggregate([
       req({ lineNo: 1 }),
       req({ lineNo: 2, minute: m2, statusClass: 4, bytes: 5, visitor: null }),
-      req({ lineNo: 3, minute: m2, statusClass: 5, bytes: 1 }),
+      req({ lineNo: 3, minute: m2, statusClass: 5, bytes: 1, alerting: false }),
       req({ lineNo: 4, visitor: md5('v2'), values: [{ dimension: 'path', value: '/', hash: md5('/') }, { dimension: 'user_agent', value: 'ua', hash: md5('ua') }] }),
     ]);
     assert.deepEqual([...agg.minutes.values()].map((m) => [m.minute.toISOString(), m.requests, m.bytes, m.visitors, m.status]), [
       [m1.toISOString(), 2, 20, 0, [0, 2, 0, 0, 0]],
       [m2.toISOString(), 2, 6, 0, [0, 0, 0, 1, 1]],
     ]);
+    assert.deepEqual([...agg.minutes.values()].map((m) => m.alerting), [2, 1], 'requests of runs that left alerts on');
     assert.equal(agg.visitors.size, 2);
     assert.equal(agg.visitors.get(visitorKey({ source: 's', day: '2015-05-17', visitor: md5('v1') }))!.firstMinute.toISOString(), m2.toISOString(), 'the earliest minute');
     const path = agg.tops.get(topKey({ source: 's', day: '2015-05-17', dimension: 'path', hash: md5('/') }))!;
@@ -201,7 +212,7 @@ describe('aggregate: a batch\'s rows, one per key', () => {
     const m3 = new Date('2015-05-17T10:07:00Z');
     creditVisitors(agg, [{ key: visitorKey({ source: 's', day: '2015-05-17', visitor: md5('v2') }), movedFrom: m3 }]);
     assert.equal(agg.minutes.get(minuteKey({ source: 's', minute: m1 }))!.visitors, 1);
-    assert.deepEqual(agg.minutes.get(minuteKey({ source: 's', minute: m3 })), { source: 's', minute: m3, requests: 0, bytes: 0, visitors: -1, status: [0, 0, 0, 0, 0] });
+    assert.deepEqual(agg.minutes.get(minuteKey({ source: 's', minute: m3 })), { source: 's', minute: m3, requests: 0, bytes: 0, visitors: -1, status: [0, 0, 0, 0, 0], alerting: 0 });
     creditNewPairs(agg, [topVisitorKey({ source: 's', day: '2015-05-17', dimension: 'path', hash: md5('/'), visitor: md5('v2') })]);
     assert.equal(path.visitors, 1);
     const ua = agg.tops.get(topKey({ source: 's', day: '2015-05-17', dimension: 'user_agent', hash: md5('ua') }))!;
@@ -211,11 +222,6 @@ describe('aggregate: a batch\'s rows, one per key', () => {
     assert.equal(fresh.tops.get(topKey({ source: 's', day: '2015-05-17', dimension: 'user_agent', hash: md5('ua') }))!.visitors, 1, 'a new visitor is new to its user agent');
     assert.throws(() => creditVisitors(agg, [{ key: 'nope', movedFrom: null }]), /not in the batch/);
     assert.throws(() => creditVisitors(agg, [{ key: visitorKey({ source: 's', day: '2015-05-17', visitor: md5('v2') }), movedFrom: m2 }]), /later minute/);
-  });
-
-  test('uniqueLines keeps the first of each (run, line)', () => {
-    const lines = uniqueLines([req({ lineNo: 1, bytes: 1 }), req({ lineNo: 2 }), req({ lineNo: 1, bytes: 2 }), req({ lineNo: 1, runId: 'other' })]);
-    assert.deepEqual(lines.map((r) => [r.runId, r.lineNo, r.bytes]), [[RUN, 1, 1], [RUN, 2, 10], ['other', 1, 10]]);
   });
 });
 
@@ -231,15 +237,15 @@ interface Totals {
  * The MySQL store's protocol in memory, built on aggregate.ts as store.ts is: a line is new when
  * its key was not there; visitors and pairs are new when inserted first; then the upserts.
  */
-function memoryStore(): StatsStore & { totals(): Totals } {
+function memoryStore(): CleanLogStore & { totals(): Totals } {
   const seen = new Set<string>();
   const visitors = new Map<string, { day: string; first: Date }>();
   const pairs = new Set<string>();
   const minutes: Totals['minutes'] = new Map();
   const tops: Totals['tops'] = new Map();
   return {
-    async record(requests) {
-      const fresh = uniqueLines(requests).filter((r) => !seen.has(lineKey(r)));
+    ...statsStore(async (requests) => {
+      const fresh = requests.filter((r) => !seen.has(lineKey(r)));
       for (const r of fresh) seen.add(lineKey(r));
       const agg = aggregate(fresh);
       const credited: { key: string; movedFrom: Date | null }[] = [];
@@ -264,7 +270,7 @@ function memoryStore(): StatsStore & { totals(): Totals } {
         t.requests += top.requests, t.bytes += top.bytes, t.visitors += top.visitors;
         tops.set(k, t);
       }
-    },
+    }),
     totals() {
       const visitorsByDay = new Map<string, number>();
       for (const { day } of visitors.values()) visitorsByDay.set(day, (visitorsByDay.get(day) ?? 0) + 1);
@@ -336,7 +342,9 @@ describe('apache_logs in batches, with duplicates and redeliveries: each line co
     }));
     let checked = 0;
     for (const [k, v] of t.tops) {
-      const [, day, dimension, hash] = k.split('\0');
+      // The key's hash is its last 16 characters (latin1: one per byte, NUL included).
+      const [, day, dimension] = k.split('\0');
+      const hash = Buffer.from(k.slice(-16), 'latin1').toString('hex');
       if (dimension === 'path' || dimension === 'not_found') continue;
       assert.equal(v.visitors, valueVisitors.get(`${day}\0${dimension}\0${valueOf.get(hash!)}`)?.size ?? 0, `${dimension} ${valueOf.get(hash!)} on ${day}`);
       checked++;

@@ -1,18 +1,16 @@
-// The aggregates in MySQL, exactly once under at-least-once delivery. One
-// transaction per batch:
-//   1. INSERT IGNORE the batch's (run_id, line_no) into log_stats_seen with a fresh
-//      batch id, and read back which rows carry it: only those lines are new (a
-//      redelivered line already has the id of the batch that counted it). The row
-//      locks serialise two processes that hold the same line: the second waits
-//      for the first to commit or roll back, then sees the row or inserts it.
-//   2. The new lines' visitors (log_stats_visitor): one this batch inserts first adds
+// The streaming aggregates in MySQL, exactly once under at-least-once delivery.
+// recordAggregates runs inside the transaction that stored the batch's clean rows,
+// and is given only the requests that transaction inserted (store.ts): a line is
+// new to the aggregates exactly when its web_requests row is.
+//   1. The requests' visitors (log_stats_visitor): one this batch inserts first adds
 //      1 to the visitors of its minute; one that was there with a later first minute
 //      moves to ours (-1 there, +1 here), so that a visitor always counts in the
 //      minute of its earliest request whatever the order the lines came in; a new
 //      visitor is also new to its client_ip and user_agent values (it is their hash).
 //      The (path or referrer, visitor) pairs (log_stats_top_visitor) go in with INSERT
-//      IGNORE, read back like the lines: each new one adds 1 to its value's visitors.
-//   3. Add the new lines to log_stats_minute and log_stats_top
+//      IGNORE and a batch id, read back when only some went in: each new one adds 1
+//      to its value's visitors.
+//   2. Add the requests to log_stats_minute and log_stats_top
 //      (INSERT ... ON DUPLICATE KEY UPDATE x = x + VALUES(x)).
 // Every statement is multi-row, its rows in primary-key order (every transaction
 // takes its locks in the same order, which keeps deadlocks rare; a deadlock or lock
@@ -20,10 +18,9 @@
 // at most STATEMENT_MAX_BYTES, well under any server's max_allowed_packet.
 import { randomBytes } from 'node:crypto';
 import type { PoolConnection } from 'mysql2/promise';
-import { retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
-import type { CountedRequest, StatsStore } from './handler.ts';
+import type { CountedRequest } from './count.ts';
 import {
-  aggregate, creditNewPairs, creditVisitors, lineKey, topVisitorKey, uniqueLines, visitorKey,
+  aggregate, creditNewPairs, creditVisitors, topVisitorKey, visitorKey,
   type MinuteRow, type TopRow, type TopVisitorRow, type VisitorRow,
 } from './aggregate.ts';
 
@@ -33,31 +30,14 @@ const STATEMENT_MAX_ROWS = 2_000;
 
 type Row = Record<string, unknown>;
 
-export function createStatsStore(pool: Pool): StatsStore {
-  return {
-    async record(requests) {
-      const lines = uniqueLines(requests);
-      if (lines.length === 0) return;
-      await retryOnDeadlock(() => inTransaction(pool, (conn) => recordBatch(conn, lines)));
-    },
-  };
-}
+/** The server's clock, in a VALUES list: every writer stamps log_stats_minute.updated_at with one clock. */
+const SERVER_NOW = { toSqlString: () => 'UTC_TIMESTAMP(3)' };
 
-async function recordBatch(conn: PoolConnection, lines: CountedRequest[]): Promise<void> {
+/** Adds `requests` (new lines only, each once) to the aggregates, on `conn`, inside the caller's transaction. */
+export async function recordAggregates(conn: PoolConnection, requests: CountedRequest[]): Promise<void> {
+  if (requests.length === 0) return;
   const batchId = randomBytes(16);
-  const fresh = await claim<CountedRequest>(conn, batchId, {
-    table: 'log_stats_seen',
-    columns: ['run_id', 'line_no'],
-    keyColumns: ['run_id', 'line_no'],
-    select: 'run_id AS runId, line_no AS lineNo',
-    items: [...lines].sort((a, b) => cmp(a.runId, b.runId) || a.lineNo - b.lineNo),
-    values: (r) => [r.runId, r.lineNo],
-    key: lineKey,
-    keyOfRow: (row) => lineKey({ runId: String(row.runId), lineNo: Number(row.lineNo) }),
-  });
-  if (fresh.length === 0) return; // every line was counted before
-
-  const agg = aggregate(fresh);
+  const agg = aggregate(requests);
   creditVisitors(agg, await claimVisitors(conn, batchId, [...agg.visitors.values()].sort(byVisitorKey)));
   const newPairs = await claim<TopVisitorRow>(conn, batchId, {
     table: 'log_stats_top_visitor',
@@ -74,9 +54,10 @@ async function recordBatch(conn: PoolConnection, lines: CountedRequest[]): Promi
   const minutes = [...agg.minutes.values()].sort((a, b) => cmp(a.source, b.source) || a.minute.getTime() - b.minute.getTime());
   for (const chunk of chunks(minutes, minuteValues)) {
     await conn.query(
-      `INSERT INTO log_stats_minute (source, minute, requests, bytes, visitors, s1xx, s2xx, s3xx, s4xx, s5xx) VALUES ?
+      `INSERT INTO log_stats_minute (source, minute, requests, bytes, visitors, s1xx, s2xx, s3xx, s4xx, s5xx, alerting, updated_at) VALUES ?
        ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests), bytes = bytes + VALUES(bytes), visitors = visitors + VALUES(visitors),
-         s1xx = s1xx + VALUES(s1xx), s2xx = s2xx + VALUES(s2xx), s3xx = s3xx + VALUES(s3xx), s4xx = s4xx + VALUES(s4xx), s5xx = s5xx + VALUES(s5xx)`,
+         s1xx = s1xx + VALUES(s1xx), s2xx = s2xx + VALUES(s2xx), s3xx = s3xx + VALUES(s3xx), s4xx = s4xx + VALUES(s4xx), s5xx = s5xx + VALUES(s5xx),
+         alerting = alerting + VALUES(alerting), updated_at = VALUES(updated_at)`,
       [chunk],
     );
   }
@@ -90,7 +71,7 @@ async function recordBatch(conn: PoolConnection, lines: CountedRequest[]): Promi
   }
 }
 
-const minuteValues = (m: MinuteRow) => [m.source, m.minute, m.requests, m.bytes, m.visitors, ...m.status];
+const minuteValues = (m: MinuteRow) => [m.source, m.minute, m.requests, m.bytes, m.visitors, ...m.status, m.alerting, SERVER_NOW];
 const topValues = (t: TopRow) => [t.source, t.day, t.dimension, t.hash, t.value, t.requests, t.bytes, t.visitors];
 
 interface ClaimSpec<T> {
@@ -171,7 +152,7 @@ async function claimVisitors(conn: PoolConnection, batchId: Buffer, visitors: Vi
 }
 
 /** `items` as rows of values, cut into statements of at most STATEMENT_MAX_BYTES (estimated) and STATEMENT_MAX_ROWS. */
-function chunks<T>(items: T[], values: (item: T) => unknown[]): unknown[][][] {
+export function chunks<T>(items: T[], values: (item: T) => unknown[]): unknown[][][] {
   const out: unknown[][][] = [];
   let chunk: unknown[][] = [];
   let bytes = 0;
@@ -191,26 +172,6 @@ function sizeOf(v: unknown): number {
   if (typeof v === 'string') return 2 * Buffer.byteLength(v, 'utf8') + 4;
   if (Buffer.isBuffer(v)) return 2 * v.length + 4;
   return 32;
-}
-
-async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
-  const conn = await pool.getConnection();
-  let broken = false;
-  try {
-    await conn.beginTransaction();
-    const result = await fn(conn);
-    await conn.commit();
-    return result;
-  } catch (err) {
-    broken = (err as { fatal?: boolean }).fatal === true;
-    // A deadlock has already rolled the transaction back; anything else is rolled back here.
-    if (!broken) await conn.rollback().catch(() => (broken = true));
-    throw err;
-  } finally {
-    // A connection that failed mid-transaction is not handed to the next batch.
-    if (broken) conn.destroy();
-    else conn.release();
-  }
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);

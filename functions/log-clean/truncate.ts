@@ -1,5 +1,5 @@
 // Cutting text to fit a column without breaking a character: VARCHAR(n) of utf8mb4 counts
-// characters (code points), TEXT counts UTF-8 bytes. Used by log-clean and log-stats.
+// characters (code points), TEXT counts UTF-8 bytes.
 
 /** `s` cut to at most `max` code points, never between the two halves of a surrogate pair. */
 export function truncateChars(s: string, max: number): string {

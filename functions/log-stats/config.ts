@@ -1,9 +1,0 @@
-import { consumerConfigShape } from '../../shared/config.ts';
-import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
-
-export const configShape = {
-  ...consumerConfigShape,
-  // A body is one line, cut by the trigger at its MAX_LINE_BYTES.
-  MESSAGE_MAX_BYTES: consumerConfigShape.MESSAGE_MAX_BYTES.default(MAX_LINE_BYTES),
-};
-export const QUEUE = 'logs.stats';
