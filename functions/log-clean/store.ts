@@ -7,7 +7,7 @@
 import type { PoolConnection } from 'mysql2/promise';
 import { CONCURRENT_WRITE, retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
 import type { CleanLogStore, RequestRow } from './handler.ts';
-import { chunks, recordAggregates } from './stats-store.ts';
+import { chunks, knownRows, recordAggregates, type KnownRows } from './stats-store.ts';
 
 /** Thrown inside a transaction when some rows of a batch were already stored: run it again, reading first which. */
 class SomeStoredBefore extends Error {}
@@ -18,6 +18,7 @@ class SomeStoredBefore extends Error {}
  */
 export function createCleanLogStore(pool: Pool, opts: { aggregates?: boolean } = {}): CleanLogStore {
   const aggregates = opts.aggregates ?? true;
+  const known = knownRows();
   return {
     async insertRequests(rows) {
       if (rows.length === 0) return;
@@ -29,12 +30,14 @@ export function createCleanLogStore(pool: Pool, opts: { aggregates?: boolean } =
       // First as if every row were new (a batch delivered once: one INSERT). When only some
       // were, again, reading first which were stored (redeliveries only).
       await retryOnDeadlock(async () => {
+        let committed: () => void;
         try {
-          await inTransaction(pool, (conn) => storeAndCount(conn, sorted, false));
+          committed = await inTransaction(pool, (conn) => storeAndCount(conn, sorted, false, known));
         } catch (err) {
           if (!(err instanceof SomeStoredBefore)) throw err;
-          await inTransaction(pool, (conn) => storeAndCount(conn, sorted, true));
+          committed = await inTransaction(pool, (conn) => storeAndCount(conn, sorted, true, known));
         }
+        committed();
       });
     },
     async insertRejects(rows) {
@@ -54,7 +57,7 @@ export function createCleanLogStore(pool: Pool, opts: { aggregates?: boolean } =
  * which are stored, insert the others, and check that all of those went in (a row another
  * process committed in between fails the check: the caller runs the transaction again).
  */
-async function storeAndCount(conn: PoolConnection, rows: RequestRow[], readFirst: boolean): Promise<void> {
+async function storeAndCount(conn: PoolConnection, rows: RequestRow[], readFirst: boolean, known: KnownRows): Promise<() => void> {
   let candidates = rows;
   if (readFirst) {
     const stored = new Set<string>();
@@ -72,15 +75,15 @@ async function storeAndCount(conn: PoolConnection, rows: RequestRow[], readFirst
     const [result] = (await conn.query(INSERT_REQUESTS, [chunk])) as [{ affectedRows: number }, unknown];
     inserted += result.affectedRows;
   }
-  if (inserted === 0) return;
+  if (inserted === 0) return () => {};
   if (inserted !== candidates.length) {
     if (readFirst) throw Object.assign(new Error('web_requests: another transaction stored rows of this batch meanwhile'), { code: CONCURRENT_WRITE });
     throw new SomeStoredBefore();
   }
-  await recordAggregates(conn, candidates.map((r) => {
+  return recordAggregates(conn, candidates.map((r) => {
     if (r.counted === null) throw new Error(`line ${r.lineNo} of run ${r.runId}: not worked out for the aggregates`);
     return r.counted;
-  }));
+  }), known);
 }
 
 const INSERT_REQUESTS = `INSERT INTO web_requests (run_id, line_no, source, ts, tz_offset_min, client_ip, forwarded_for, vhost, remote_user,
