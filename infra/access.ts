@@ -18,7 +18,7 @@ import { LOGS_EXCHANGE } from '#shared/contracts/logs.ts';
 import { EV_EXCHANGE } from '#shared/contracts/ev.ts';
 import { deadLetterQueue, retryQueue, topology } from './topology.ts';
 
-export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'ev-analytics', 'ev-store', 'notify-email'] as const;
+export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'log-alerts', 'ev-analytics', 'ev-store', 'notify-email'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 /** Functions of older releases: the migrate step drops their users, so no old credential keeps any right. */
 export const RETIRED_FUNCTIONS = ['log-stats'] as const;
@@ -50,7 +50,8 @@ export const ACCESS: Record<FunctionName, Access> = {
     },
     consumes: [],
     publishes: {
-      [LOGS_EXCHANGE]: '^logs\\.[A-Za-z0-9][A-Za-z0-9_-]*\\.access$',
+      // Not logs.alert.access: a source may not be named `alert` (its lines would reach notify.alerts).
+      [LOGS_EXCHANGE]: '^logs\\.(?!alert\\.)[A-Za-z0-9][A-Za-z0-9_-]*\\.access$',
       [EV_EXCHANGE]: '^ev\\.(reading\\.[a-z0-9-]+|clock)$',
     },
   },
@@ -64,13 +65,25 @@ export const ACCESS: Record<FunctionName, Access> = {
     consumes: ['logs.clean'],
     publishes: {},
   },
+  'log-alerts': {
+    mysql: {
+      // Reads the aggregates as they move, a flagged minute's requests (its offenders), and the follow runs (silence).
+      log_stats_minute: ['SELECT'], web_requests: ['SELECT'], runs: ['SELECT'],
+      log_alerts_state: STORE, log_alerts_breach: STORE, log_alerts_cursor: STORE, log_alerts_outbox: STORE,
+      // A run's row goes once the run has ended.
+      log_alerts_silence: [...STORE, 'DELETE'],
+    },
+    consumes: [],
+    // Alert events only: notify-email trusts logs.alert.* because nobody else may publish it.
+    publishes: { [LOGS_EXCHANGE]: '^logs\\.alert\\.(error_rate|scanner|silent)$' },
+  },
   'ev-analytics': {
     mysql: { ev_analytics_state: STORE, ev_analytics_clock: STORE, ev_analytics_members: [...STORE, 'DELETE'] },
     consumes: evPartitions,
     publishes: { [EV_EXCHANGE]: '^ev\\.event\\.[a-z_]+$' },
   },
   'ev-store': { mysql: { ev_readings: STORE, ev_sessions: STORE, ev_events: STORE }, consumes: ['ev.store.readings', 'ev.store.events'], publishes: {} },
-  'notify-email': { mysql: { email_outbox: STORE }, consumes: ['notify.email'], publishes: {} },
+  'notify-email': { mysql: { email_outbox: STORE }, consumes: ['notify.email', 'notify.alerts'], publishes: {} },
 };
 
 /** The MySQL and RabbitMQ user name of a function. */

@@ -28,6 +28,8 @@ const functions = readdirSync(path.join(root, 'functions'), { withFileTypes: tru
   .sort();
 /** Queue functions run through runQueueFunction; the trigger serves HTTP. */
 const queueFunctions = functions.filter((fn) => read(`functions/${fn}/index.ts`).includes('runQueueFunction('));
+/** Functions that do periodic work (no queue): a health port, no autoscaling on a queue. */
+const periodicFunctions = ['log-alerts'];
 
 /** What each queue function consumes, from the constants its index.ts passes to consume(). */
 const consumed: Record<string, string[]> = {
@@ -35,7 +37,7 @@ const consumed: Record<string, string[]> = {
   'log-clean': [logCleanConfig.QUEUE],
   'ev-analytics': Array.from({ length: EV_PARTITIONS }, (_, p) => evAnalyticsQueue(p)),
   'ev-store': [evStoreConfig.READINGS_QUEUE, evStoreConfig.EVENTS_QUEUE],
-  'notify-email': [notifyEmailConfig.QUEUE],
+  'notify-email': [notifyEmailConfig.QUEUE, notifyEmailConfig.ALERTS_QUEUE],
 };
 const configModules: Record<string, Record<string, unknown>> = {
   'log-lake': logLakeConfig,
@@ -269,7 +271,8 @@ test('scripts/check-infra.sh passes (yamllint, compose-spec validation)', { time
 
 test('every queue function has a known list of consumed queues, all declared in infra/topology.ts', () => {
   assert.ok(functions.includes('trigger'));
-  assert.deepEqual(queueFunctions, functions.filter((fn) => fn !== 'trigger'), 'every function but the trigger consumes queues');
+  assert.deepEqual(queueFunctions, functions.filter((fn) => fn !== 'trigger' && !periodicFunctions.includes(fn)), 'every function but the trigger and the periodic ones consumes queues');
+  for (const fn of periodicFunctions) assert.match(read(`functions/${fn}/index.ts`), /serveHealth\(/, `${fn} serves /healthz and /metrics`);
   assert.deepEqual(Object.keys(consumed).sort(), queueFunctions, 'the test knows what every queue function consumes');
   for (const [fn, queues] of Object.entries(consumed)) {
     for (const q of queues) assert.ok(topologyQueues.has(q), `${fn} consumes ${q}, which infra/topology.ts declares`);
@@ -388,7 +391,7 @@ test('every function has a compose service built from infra/Dockerfile that runs
     for (const dep of ['rabbitmq', 'mysql']) assert.equal(service.depends_on?.[dep]?.condition, 'service_healthy', `${fn} waits for ${dep}`);
     assert.equal(service.depends_on?.migrate?.condition, 'service_completed_successfully', `${fn} starts once migrate completed`);
   }
-  for (const fn of queueFunctions) {
+  for (const fn of [...queueFunctions, ...periodicFunctions]) {
     const service = compose.services[fn]!;
     assert.equal(service.container_name, undefined, `${fn} has no container_name (it scales)`);
     assert.equal(service.ports, undefined, `${fn} publishes no host port (it scales)`);
@@ -556,6 +559,10 @@ test('every queue function has a KEDA ScaledObject on exactly the queues it cons
     assert.equal(new Set(queues).size, queues.length, `${fn}: no queue twice`);
     assert.deepEqual([...queues].sort(), [...consumed[fn]!].sort(), `${fn} scales on exactly the queues it consumes`);
   }
+  for (const fn of periodicFunctions) {
+    assert.ok(!scaled.some((so) => (so.spec as unknown as ScaledObjectSpec).scaleTargetRef.name === fn), `${fn} consumes no queue: no ScaledObject`);
+    assert.ok(Number.isInteger((deployment(fn) as unknown as { replicas?: number }).replicas), `${fn} has a fixed replica count`);
+  }
   const analytics = scaled.find((so) => (so.spec as unknown as ScaledObjectSpec).scaleTargetRef.name === 'ev-analytics')!.spec as unknown as ScaledObjectSpec;
   assert.ok(analytics.maxReplicaCount! <= EV_PARTITIONS, 'no more ev-analytics replicas than partitions (single active consumer)');
 });
@@ -607,7 +614,7 @@ test('Kubernetes least privilege: one Secret per function, read only by its Depl
   }
 });
 
-test('infra/k8s/create-secrets.sh: the seven Secrets the manifests read, own users and passwords, kept on a re-run', { timeout: 60_000 }, () => {
+test('infra/k8s/create-secrets.sh: the eight Secrets the manifests read, own users and passwords, kept on a re-run', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-secrets-'));
   try {
     // A stand-in for kubectl: `create --dry-run=client` prints, `apply -f -` stores, `get` reads back.

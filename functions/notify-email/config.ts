@@ -3,6 +3,8 @@ import { consumerConfigShape } from '../../shared/config.ts';
 import { DEFAULT_RULES, parseRules } from './rules.ts';
 
 export const QUEUE = 'notify.email';
+/** Web-log alerts (logs.alert.<rule>, published by log-alerts), mailed to ALERT_EMAIL. */
+export const ALERTS_QUEUE = 'notify.alerts';
 
 export const configShape = {
   ...consumerConfigShape,
@@ -10,7 +12,7 @@ export const configShape = {
   SES_ENDPOINT: z.url().optional(),
   AWS_REGION: z.string().min(1).default('us-east-1'),
   SES_FROM: z.email().default('alerts@sluice.example'),
-  /** The operator's address for fault, offline, stall, SoC-drop, over-limit and invalid-reading alerts. */
+  /** The operator's address for fault, offline, stall, SoC-drop, over-limit and invalid-reading alerts, and for web-log alerts. */
   ALERT_EMAIL: z.email().default('operator@sluice.example'),
   /** Who gets which event: `type=owner+operator,...` (see rules.ts). */
   EMAIL_RULES: z

@@ -10,16 +10,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../shared/log.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
-import { operatorEmail, ownerEmail, type Email } from './render.ts';
+import type { AlertEvent } from '../../shared/contracts/alerts.ts';
+import { alertEmail, operatorEmail, ownerEmail, type Email } from './render.ts';
 import type { Role } from './rules.ts';
 
-export interface ClaimedRow {
+interface ClaimedRowBase {
   dedupeKey: string;
   role: Role;
   recipient: string;
-  event: EvEvent;
   attempts: number;
 }
+/** A claimed outbox row: an EV event (`kind` 'ev' or absent) or a web-log alert. */
+export type ClaimedRow = ClaimedRowBase & ({ kind?: 'ev'; event: EvEvent } | { kind: 'alert'; event: AlertEvent });
 
 export interface OutboxStore {
   dueGroups(now: Date, limit: number): Promise<string[]>;
@@ -67,6 +69,7 @@ export function createDispatcher(opts: DispatcherOptions) {
   const now = opts.now ?? (() => new Date());
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const backoffMs = opts.backoffMs ?? 1_000;
+  const render = renderFor(opts.operatorAddress);
   const leaseMs = opts.leaseMs ?? 5 * 60_000;
   // Token bucket: `maxPerSecond` sends per second on average, bursts of at most that many.
   let tokens = opts.maxPerSecond;
@@ -85,7 +88,7 @@ export function createDispatcher(opts: DispatcherOptions) {
     const batchId = randomUUID();
     const rows = await opts.store.claim(groupKey, batchId, now());
     if (rows.length === 0) return 0; // another instance took it
-    const email = rows[0]!.role === 'owner' ? ownerEmail(rows[0]!.event) : operatorEmail(opts.operatorAddress, rows.map((r) => r.event));
+    const email = render(rows);
     await takeToken();
     let id: string;
     try {
@@ -174,5 +177,15 @@ export function createDispatcher(opts: DispatcherOptions) {
       if (timer) clearTimeout(timer);
       await running;
     },
+  };
+}
+
+/** The email of a claimed group: a web-log alert is its own group (one row); EV rows go to their owner, or as one operator digest. */
+function renderFor(operatorAddress: string) {
+  return (rows: ClaimedRow[]): Email => {
+    const first = rows[0]!;
+    if (first.kind === 'alert') return alertEmail(first.recipient, first.event);
+    const events = rows.flatMap((r) => (r.kind === 'alert' ? [] : [r.event]));
+    return first.role === 'owner' ? ownerEmail(first.event) : operatorEmail(operatorAddress, events);
   };
 }

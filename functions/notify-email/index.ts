@@ -1,9 +1,10 @@
-// notify-email: queue notify.email -> email_outbox -> SES.
+// notify-email: queues notify.email (EV events) and notify.alerts (web-log alerts) -> email_outbox -> SES.
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { jsonContract } from '../../shared/contracts/json.ts';
 import { EvEventSchema } from '../../shared/contracts/ev.ts';
-import { QUEUE, configShape } from './config.ts';
-import { createHandler } from './handler.ts';
+import { alertContract } from '../../shared/contracts/alerts.ts';
+import { ALERTS_QUEUE, QUEUE, configShape } from './config.ts';
+import { createAlertHandler, createHandler } from './handler.ts';
 import { createDispatcher } from './dispatcher.ts';
 import { createOutbox } from './outbox.ts';
 import { createSesSender } from './ses.ts';
@@ -29,5 +30,6 @@ await runQueueFunction(deps, [
     groupWindowMs: config.GROUP_WINDOW_S * 1000,
     onEnqueued: () => dispatcher.wake(),
   })),
+  consume(ALERTS_QUEUE, alertContract, createAlertHandler({ outbox, operatorEmail: config.ALERT_EMAIL, onEnqueued: () => dispatcher.wake() })),
 ]);
 log.info({ ses: config.SES_ENDPOINT ?? 'AWS', rules: config.EMAIL_RULES }, 'notifying');

@@ -1,5 +1,6 @@
 import { retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
+import type { AlertEvent } from '../../shared/contracts/alerts.ts';
 import type { OutboxWriter } from './handler.ts';
 import type { ClaimedRow, OutboxStore } from './dispatcher.ts';
 import type { Role } from './rules.ts';
@@ -11,9 +12,9 @@ export function createOutbox(db: Pool): OutboxWriter & OutboxStore {
     async enqueue(rows) {
       if (rows.length === 0) return;
       await pool.query(
-        `INSERT INTO email_outbox (dedupe_key, event_id, run_id, role, recipient, group_key, event, status, due_at, created_at) VALUES ?
+        `INSERT INTO email_outbox (dedupe_key, event_id, run_id, kind, role, recipient, group_key, event, status, due_at, created_at) VALUES ?
          ON DUPLICATE KEY UPDATE dedupe_key = dedupe_key`,
-        [rows.map((r) => [r.dedupeKey, r.eventId, r.runId, r.role, r.recipient, r.groupKey, JSON.stringify(r.event), 'pending', r.dueAt, new Date()])],
+        [rows.map((r) => [r.dedupeKey, r.eventId, r.runId, r.kind ?? 'ev', r.role, r.recipient, r.groupKey, JSON.stringify(r.event), 'pending', r.dueAt, new Date()])],
       );
     },
     async dueGroups(now, limit) {
@@ -31,19 +32,15 @@ export function createOutbox(db: Pool): OutboxWriter & OutboxStore {
          WHERE group_key = ? AND status = 'pending'`,
         [batchId, now, groupKey],
       );
-      const [rows] = (await pool.query('SELECT dedupe_key, role, recipient, event, attempts FROM email_outbox WHERE batch_id = ? ORDER BY created_at, dedupe_key', [batchId])) as [
-        { dedupe_key: string; role: Role; recipient: string; event: unknown; attempts: number }[],
+      const [rows] = (await pool.query('SELECT dedupe_key, kind, role, recipient, event, attempts FROM email_outbox WHERE batch_id = ? ORDER BY created_at, dedupe_key', [batchId])) as [
+        { dedupe_key: string; kind: string; role: Role; recipient: string; event: unknown; attempts: number }[],
         unknown,
       ];
-      return rows.map(
-        (r): ClaimedRow => ({
-          dedupeKey: r.dedupe_key,
-          role: r.role,
-          recipient: r.recipient,
-          event: (typeof r.event === 'string' ? JSON.parse(r.event) : r.event) as EvEvent,
-          attempts: r.attempts,
-        }),
-      );
+      return rows.map((r): ClaimedRow => {
+        const base = { dedupeKey: r.dedupe_key, role: r.role, recipient: r.recipient, attempts: r.attempts };
+        const event: unknown = typeof r.event === 'string' ? JSON.parse(r.event) : r.event;
+        return r.kind === 'alert' ? { ...base, kind: 'alert', event: event as AlertEvent } : { ...base, kind: 'ev', event: event as EvEvent };
+      });
     },
     async markSent(batchId, sesMessageId, now) {
       await pool.query("UPDATE email_outbox SET status = 'sent', ses_message_id = ?, sent_at = ?, last_error = NULL WHERE batch_id = ?", [sesMessageId, now, batchId]);

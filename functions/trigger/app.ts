@@ -51,11 +51,18 @@ const LogRunRequestSchema = z.strictObject({
   /** Keep following the files (tail -F) until POST /v1/runs/:id/stop. */
   follow: z.boolean().optional(),
   source: SourceSchema.optional(),
+  /** false: mute alerts for this run (the replay of an old log); every line carries the header `alerts: false`. */
+  alerts: z.boolean().optional(),
 });
 const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRunRequestSchema], {
   error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "logs" or "ev"' : undefined),
 });
-const UploadQuerySchema = z.object({ source: SourceSchema.default('upload') });
+const UploadQuerySchema = z.object({
+  source: SourceSchema.default('upload'),
+  alerts: z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true').default(true),
+});
+/** What a log run records of its alerts choice: `alerts: false` when muted, nothing otherwise (resumed runs read it back). */
+const alertsParams = (alerts: boolean | undefined) => (alerts === false ? { alerts: false } : {});
 const ListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(50) });
 
 const STATUS_TEXT = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 413: 'Content Too Large', 429: 'Too Many Requests', 503: 'Service Unavailable' } as const;
@@ -193,8 +200,9 @@ export function createApp(deps: AppDeps) {
         const file = await resolveLogFile(deps.logDir, request.file);
         if (!file.ok) return fail(reply, file.status, file.message);
         const source = request.source ?? file.defaultSource;
-        const run = await deps.runs.create({ kind: 'logs', source, file: request.file });
-        deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file));
+        const muted = alertsParams(request.alerts);
+        const run = await deps.runs.create({ kind: 'logs', source, file: request.file, params: Object.keys(muted).length ? muted : null });
+        deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file, { alerts: request.alerts }));
         return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
       }
       // A followed file, or a glob (followed, or read once): functions/trigger/follow.ts.
@@ -203,8 +211,8 @@ export function createApp(deps: AppDeps) {
       const found = glob ? await resolveLogGlob(deps.logDir, pattern) : await resolveLogFile(deps.logDir, pattern);
       if (!found.ok) return fail(reply, found.status, found.message);
       const source = request.source ?? found.defaultSource;
-      const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob } });
-      deps.runner.start(run.id, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log }));
+      const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob, ...alertsParams(request.alerts) } });
+      deps.runner.start(run.id, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts: request.alerts }));
       return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
     } catch (err) {
       if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
@@ -230,17 +238,17 @@ export function createApp(deps: AppDeps) {
     }
     const release = admit(req, reply);
     if (!release) return reply;
-    const { source } = query.data;
+    const { source, alerts } = query.data;
     let runId: string;
     let done: Promise<Progress>;
     try {
-      const run = await deps.runs.create({ kind: 'logs', source, file: null });
+      const run = await deps.runs.create({ kind: 'logs', source, file: null, params: alerts ? null : alertsParams(alerts) });
       runId = run.id;
       // The request stream goes straight into the publisher: memory stays bounded by the
       // runner's window of unconfirmed messages, whatever the size of the upload.
       done = deps.runner.runNow(run.id, (out) => {
         const chunks = limitedBody(body, limit, () => new BodyTooLargeError(limit, run.id, out.progress));
-        return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes)(out);
+        return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes, undefined, { alerts })(out);
       });
     } finally {
       release(); // runNow has put the run in runner.active (or it never started)

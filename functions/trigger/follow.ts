@@ -93,6 +93,8 @@ export interface FollowOptions {
   /** A resumed run's checkpoint. */
   from?: FollowCheckpoint | undefined;
   maxLineBytes?: number | undefined;
+  /** false: the run muted alerts (`"alerts": false`); every line carries the header `alerts: false`. */
+  alerts?: boolean | undefined;
   /** How often files are looked at when no change is reported (250 ms). */
   pollMs?: number | undefined;
   /** A rotated file is closed once it has not grown for this long (30 s). */
@@ -382,7 +384,10 @@ class Follower {
       this.sinceSave = 0;
     }
     const lineNo = this.nextLineNo;
-    const meta: LogLineMeta = { runId: this.o.runId, source: this.o.source, lineNo, byteOffset: l.byteOffset, file: slot.name, truncatedFrom: l.truncatedFrom };
+    const meta: LogLineMeta = {
+      runId: this.o.runId, source: this.o.source, lineNo, byteOffset: l.byteOffset, file: slot.name, truncatedFrom: l.truncatedFrom,
+      alerts: this.o.alerts === false ? false : undefined,
+    };
     await this.out.publish(LOGS_EXCHANGE, this.routingKey, l.line, logLineMessage(meta), { item: lineNo - 1, offset: l.byteOffset });
     this.nextLineNo++;
     this.sinceSave++;

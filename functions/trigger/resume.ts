@@ -32,17 +32,19 @@ async function resumeOne(deps: ResumeDeps, run: Run): Promise<void> {
   if (run.kind === 'ev') return deps.ev.resume(run);
   if (run.file === null) return fail('interrupted: the trigger stopped during an upload, whose body is not kept; upload it again');
   const source = run.source ?? 'file';
+  // The run's choice about alerts is in its params: a resumed run keeps it.
+  const alerts = run.params?.alerts !== false;
   if (run.params?.follow === true || run.params?.glob === true) {
     // A followed file may be missing at its path for now (rotated): the follower looks for it.
     const work = followRun({
       runId: run.id, source, logDir: deps.logDir, pattern: run.file, glob: run.params.glob === true, follow: run.params.follow === true,
-      from: run.checkpoint.follow, maxLineBytes: deps.maxLineBytes, log: deps.log,
+      from: run.checkpoint.follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts,
     });
     return deps.runner.start(run.id, work, run.checkpoint);
   }
   const file = await resolveLogFile(deps.logDir, run.file);
   if (!file.ok) return fail(`interrupted, and cannot resume: ${file.message}`);
-  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes, run.file), run.checkpoint);
+  deps.runner.start(run.id, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes, run.file, { alerts }), run.checkpoint);
 }
 
 /** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */

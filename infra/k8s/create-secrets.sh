@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ns=${NAMESPACE:-sluice}
-functions="trigger log-lake log-clean ev-analytics ev-store notify-email" # infra/access.ts FUNCTIONS
+functions="trigger log-lake log-clean log-alerts ev-analytics ev-store notify-email" # infra/access.ts FUNCTIONS
 
 fail() {
   echo "create-secrets: $*" >&2

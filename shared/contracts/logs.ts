@@ -9,7 +9,9 @@ import { describeIssues } from './json.ts';
 export const LOGS_EXCHANGE = 'logs';
 export const SourceSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be 1-64 letters, digits, _ or -, starting with a letter or digit');
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be 1-64 letters, digits, _ or -, starting with a letter or digit')
+  // A source's lines go out as logs.<source>.access; alert events as logs.alert.<rule> (contracts/alerts.ts).
+  .refine((s) => s !== 'alert', 'alert is reserved (logs.alert.* carries alert events); choose another source name');
 export const logRoutingKey = (source: string) => `logs.${source}.access`;
 
 export const LogLineHeadersSchema = z.object({

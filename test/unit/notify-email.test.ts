@@ -7,8 +7,11 @@ import { pino } from 'pino';
 import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import { EVENT_SEVERITY, EV_EVENT_TYPES, type EvEvent } from '../../shared/contracts/ev.ts';
 import { DEFAULT_RULES, parseRules, type Role, type Rules } from '../../functions/notify-email/rules.ts';
-import { operatorEmail, ownerEmail, type Email } from '../../functions/notify-email/render.ts';
-import { createHandler, outboxRows, type NotifyDeps, type OutboxRow, type OutboxWriter } from '../../functions/notify-email/handler.ts';
+import { alertEmail, operatorEmail, ownerEmail, printable, type Email } from '../../functions/notify-email/render.ts';
+import { alertDedupeKey, createAlertHandler, createHandler, outboxRows, type NotifyDeps, type OutboxRow, type OutboxWriter } from '../../functions/notify-email/handler.ts';
+import { AlertEventSchema, alertContract, type AlertEvent } from '../../shared/contracts/alerts.ts';
+import { PoisonMessageError } from '../../shared/errors.ts';
+import type { ConsumeMessage } from 'amqplib';
 import { SendError, createDispatcher, type ClaimedRow, type EmailSender, type OutboxStore } from '../../functions/notify-email/dispatcher.ts';
 import { classify } from '../../functions/notify-email/ses.ts';
 
@@ -99,6 +102,7 @@ function fakeClock(opts: { maxSleptMs?: number; onSleep?: (ms: number) => void }
 type Status = 'pending' | 'sending' | 'sent' | 'failed' | 'unknown';
 
 interface StoredRow {
+  kind: 'ev' | 'alert';
   dedupeKey: string;
   eventId: string;
   runId: string;
@@ -135,6 +139,7 @@ function fakeOutbox(): FakeOutbox {
       for (const r of list) {
         if (rows.has(r.dedupeKey)) continue; // ON DUPLICATE KEY: keep the first
         rows.set(r.dedupeKey, {
+          kind: r.kind ?? 'ev',
           dedupeKey: r.dedupeKey,
           eventId: r.eventId,
           runId: r.runId,
@@ -173,7 +178,10 @@ function fakeOutbox(): FakeOutbox {
       }
       return byBatch(batchId)
         .sort((a, b) => a.createdSeq - b.createdSeq || a.dedupeKey.localeCompare(b.dedupeKey))
-        .map((r): ClaimedRow => ({ dedupeKey: r.dedupeKey, role: r.role, recipient: r.recipient, event: JSON.parse(r.event) as EvEvent, attempts: r.attempts }));
+        .map((r): ClaimedRow => {
+          const base = { dedupeKey: r.dedupeKey, role: r.role, recipient: r.recipient, attempts: r.attempts };
+          return r.kind === 'alert' ? { ...base, kind: 'alert', event: JSON.parse(r.event) as AlertEvent } : { ...base, event: JSON.parse(r.event) as EvEvent };
+        });
     },
     async markSent(batchId, sesMessageId, now) {
       for (const r of byBatch(batchId)) Object.assign(r, { status: 'sent', sesMessageId, sentAt: now.getTime(), lastError: null });
@@ -776,5 +784,65 @@ describe('dispatcher wake-up', () => {
     } finally {
       await dispatcher.stop();
     }
+  });
+});
+
+// ---- web-log alerts (notify.alerts) ------------------------------------------------------------
+
+describe('web-log alerts', () => {
+  const incident = '5f0c3c1e-8d7a-4c39-9d44-2a1f0b6c7e11';
+  const scanner = (over: Partial<AlertEvent> = {}): AlertEvent => ({
+    rule: 'scanner', source: 'shop', incident, state: 'fired', at: '2024-10-10T12:07:00.000Z', since: '2024-10-10T12:07:00.000Z',
+    numbers: { requests: 90, s4xx: 60, minutes: 1 },
+    clients: [{ clientIp: '203.0.113.66\r\nBcc: victim@example.com', count: 60, paths: [{ path: '/<img src=x onerror=alert(1)>\u202Etxt.exe', count: 20 }, { path: '/wp-login.php', count: 40 }] }],
+    thresholds: { clientErrors: 50 },
+    ...over,
+  } as AlertEvent);
+  const message = (body: unknown, routingKey = 'logs.alert.scanner') => ({ content: Buffer.from(JSON.stringify(body)), fields: { routingKey }, properties: { headers: {} } }) as unknown as ConsumeMessage;
+
+  test('the contract: valid events decode; a bad body or a routing key not its rule is poison', () => {
+    assert.deepEqual(alertContract.decode(message(scanner())), AlertEventSchema.parse(scanner()));
+    assert.throws(() => alertContract.decode(message({ ...scanner(), incident: 'x' })), (err) => err instanceof PoisonMessageError && /incident/.test(err.message));
+    assert.throws(() => alertContract.decode(message(scanner(), 'logs.alert.error_rate')), (err) => err instanceof PoisonMessageError && /routing key/.test(err.message));
+    assert.throws(() => alertContract.decode(message({ ...scanner(), source: 'alert' })), /alert is reserved/);
+  });
+
+  test('one outbox row per (rule, source, incident, state): a redelivered or republished alert adds nothing', async () => {
+    const s = setup();
+    const handler = createAlertHandler({ outbox: s.outbox, operatorEmail: OPERATOR, now: s.clock.now });
+    const fired = scanner();
+    await handler([item(fired), item(fired)], ctx);
+    await handler([item(fired)], ctx);
+    await handler([item(scanner({ state: 'resolved', numbers: { requests: 90, s4xx: 60, minutes: 1 }, clients: [] }))], ctx);
+    assert.deepEqual([...s.outbox.rows.keys()].sort(), [alertDedupeKey(fired), alertDedupeKey({ ...fired, state: 'resolved' })].sort());
+    assert.equal(alertDedupeKey(fired), `alert:scanner:shop:${incident}:fired`);
+    s.clock.advance(2_000);
+    assert.equal(await s.dispatcher.tick(), 2, 'two mails: fired, then resolved');
+    assert.deepEqual(s.sender.accepted.map((e) => e.subject.slice(0, 10)), ['[ALERT] sh', '[RESOLVED]']);
+    await handler([item(fired)], ctx);
+    assert.equal(await s.dispatcher.tick(), 0, 'a republished event after the mail went out: no second mail');
+    assert.ok(s.sender.accepted.every((e) => e.to === OPERATOR));
+  });
+
+  test('hostile log text is escaped and bounded: no header injection, no markup, no hidden characters', () => {
+    const email = alertEmail(OPERATOR, scanner());
+    assert.doesNotMatch(email.subject, /[\r\n]/, 'the subject holds no line break');
+    assert.match(email.subject, /scanner 203\.0\.113\.66\\u\{d\}\\u\{a\}Bcc/);
+    assert.ok(!email.html.includes('<img'), 'no markup from the log');
+    assert.ok(email.html.includes('&lt;img src=x onerror=alert(1)&gt;'));
+    assert.ok(!email.text.includes('\u202E') && email.text.includes('\\u{202e}txt.exe'), 'a bidi override is shown, not applied');
+    assert.equal(printable('x'.repeat(500), 200).length, 200);
+    assert.ok(printable('x'.repeat(500), 200).endsWith('…'));
+  });
+
+  test('an error_rate mail says the numbers and the top paths', () => {
+    const email = alertEmail(OPERATOR, {
+      rule: 'error_rate', source: 'shop', incident, state: 'fired', at: '2024-10-10T12:03:00.000Z', since: '2024-10-10T12:03:00.000Z',
+      numbers: { requests: 40, s5xx: 6, ratio: 0.15, minutes: 1 }, topPaths: [{ path: '/api/checkout', count: 4 }, { path: '/api/cart', count: 2 }],
+      thresholds: { ratio: 0.05, minRequests: 20 },
+    });
+    assert.equal(email.subject, '[ALERT] shop: 15.0 % 5xx (6 of 40 requests) in the minute 2024-10-10 12:03 UTC');
+    assert.match(email.text, /^5xx answers: 6 \(15\.0 %\)$/m);
+    assert.match(email.text, /\n\s+4 {2}\/api\/checkout\n\s+2 {2}\/api\/cart\n/);
   });
 });

@@ -11,6 +11,7 @@ import { createMetrics } from '../../shared/metrics.ts';
 import { fakeRuns } from './fakes/run-store.ts';
 import type { Runner, RunPublisher } from '../../functions/trigger/runner.ts';
 import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
+import { resumeStaleRuns } from '../../functions/trigger/resume.ts';
 
 const TOKEN = 'secret-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -192,3 +193,76 @@ describe('POST /v1/logs and GET /v1/runs', () => {
     assert.equal((await app.inject({ url: '/v1/runs?limit=0', headers: auth })).statusCode, 400);
   });
 });
+
+describe('alerts: a per-run choice', () => {
+  const linesOf = async (id: string) => {
+    await new Promise((r) => setTimeout(r, 50));
+    return sent.filter((m) => (m.headers as { runId: string }).runId === id).map((m) => m.headers as Record<string, unknown>);
+  };
+  test('"alerts": false is kept in the run params and every line carries the header alerts: false', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', source: 'old-replay', alerts: false });
+    assert.equal(res.statusCode, 202);
+    assert.deepEqual(runs.created.at(-1)!.params, { alerts: false });
+    const headers = await linesOf(res.json().id);
+    assert.equal(headers.length, 2);
+    for (const h of headers) assert.equal(h.alerts, false);
+  });
+  test('by default (or "alerts": true) the header is absent and nothing is recorded', async () => {
+    for (const body of [{ kind: 'logs', file: 'access.log' }, { kind: 'logs', file: 'access.log', alerts: true }]) {
+      const res = await post('/v1/runs', body);
+      assert.equal(res.statusCode, 202);
+      assert.equal(runs.created.at(-1)!.params, null);
+      const headers = await linesOf(res.json().id);
+      assert.equal(headers.length, 2);
+      for (const h of headers) assert.ok(!('alerts' in h), JSON.stringify(h));
+    }
+  });
+  test('a glob run records the choice beside follow and glob', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', files: '*.log', alerts: false });
+    assert.equal(res.statusCode, 202);
+    assert.deepEqual(runs.created.at(-1)!.params, { follow: false, glob: true, alerts: false });
+    await waitFor(async () => (await linesOf(res.json().id)).length === 2);
+    for (const h of await linesOf(res.json().id)) assert.equal(h.alerts, false);
+  });
+  test('an upload mutes with ?alerts=false', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/logs?source=up&alerts=false', payload: 'a\nb\n', headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(runs.created.at(-1)!.params, { alerts: false });
+    for (const h of await linesOf(res.json().id)) assert.equal(h.alerts, false);
+  });
+  test('a non-boolean alerts is 400 naming it', async () => {
+    for (const alerts of ['false', 0, null, 'no']) {
+      const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', alerts });
+      assert.equal(res.statusCode, 400, JSON.stringify(alerts));
+      assert.match(res.json().message, /alerts/);
+    }
+    const upload = await app.inject({ method: 'POST', url: '/v1/logs?alerts=maybe', payload: 'x', headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(upload.statusCode, 400);
+    assert.match(upload.json().message, /alerts: must be true or false/);
+  });
+  test('the source name alert is reserved', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', source: 'alert' });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.json().message, /source: alert is reserved/);
+    const upload = await app.inject({ method: 'POST', url: '/v1/logs?source=alert', payload: 'x', headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(upload.statusCode, 400);
+    assert.match(upload.json().message, /alert is reserved/);
+  });
+  test('a resumed run keeps the choice (it is in its params)', async () => {
+    const resumedSent: typeof sent = [];
+    const store = fakeRuns();
+    const run = await store.create({ kind: 'logs', source: 'old-replay', file: 'access.log', params: { alerts: false } });
+    store.claimStale = async () => [run];
+    await resumeStaleRuns({ runs: store, runner: fakeRunner(resumedSent), ev: evRuns, logDir: path.join(dir, 'logs'), log: pino({ level: 'silent' }), staleAfterMs: 1 });
+    await waitFor(async () => resumedSent.length === 2);
+    for (const m of resumedSent) assert.equal((m.headers as { alerts?: unknown }).alerts, false);
+  });
+});
+
+async function waitFor(probe: () => Promise<boolean>, timeoutMs = 2_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    assert.ok(Date.now() < deadline, 'timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
