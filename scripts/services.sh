@@ -28,14 +28,42 @@ wait_for() { # name host port seconds
   say "$1 did not accept connections on $2:$3 within $4 s"; return 1
 }
 
+# apt-get with its progress: on one line that moves (a terminal) or every 10 % (a log), since a
+# first install of RabbitMQ or MariaDB takes minutes. apt's own messages are shown if it fails.
+apt_run() { # label apt-get-arguments...
+  local label=$1 err rc=1 last=-10 phase='' line kind pct desc
+  shift
+  err=$(mktemp)
+  # Status-Fd: apt's machine-readable progress. Lock::Timeout: another apt (an unattended upgrade,
+  # a second install) may hold the lock for a while; wait for it instead of failing.
+  while IFS= read -r line; do
+    case $line in
+      exit:*) rc=${line#exit:} ;;
+      pmstatus:* | dlstatus:*)
+        IFS=: read -r kind _ pct desc <<<"$line"
+        pct=${pct%%.*}
+        if [ "$kind" != "$phase" ]; then phase=$kind; last=-10; fi
+        if [ -t 2 ]; then
+          printf '\rservices: %s %3d%% %-60.60s' "$label" "$pct" "$desc" >&2
+        elif [ "$pct" -ge $((last + 10)) ]; then
+          say "$label $pct% $desc"; last=$pct
+        fi ;;
+    esac
+  done < <({ DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -o APT::Status-Fd=3 "$@" 3>&1 >/dev/null 2>"$err"; echo "exit:$?"; })
+  if [ -t 2 ]; then printf '\n' >&2; fi
+  if [ "$rc" != 0 ]; then cat "$err" >&2; fi
+  rm -f "$err"
+  return "$rc"
+}
+
 apt_updated=no
 ensure_package() { # command package
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$install" = yes ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing $2 from Debian's packages"
-    if [ "$apt_updated" = no ]; then apt-get update -qq >/dev/null; apt_updated=yes; fi
+    if [ "$apt_updated" = no ]; then apt_run "updating the package lists" update; apt_updated=yes; fi
     # The packages' own init scripts cannot start services in a container; we start them below.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    apt_run "installing $2" install -y "$2"
   else
     say "$2 is not installed: run 'sudo apt-get install -y $2' (or 'bash scripts/services.sh --install' as root)"
     return 1

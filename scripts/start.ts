@@ -7,12 +7,16 @@
 //      process from its bundle, with its own credentials, logs prefixed by function; a
 //      crashed function is restarted, as a container would be.
 //   4. Ctrl+C (or SIGTERM) stops every function gracefully.
-// Options: --scale <fn>=<n> (repeatable), --only <fn>[,<fn>...]
+// Logs: readable and coloured on a terminal, JSON lines when piped or with --json (or
+// SLUICE_LOG_FORMAT=json); every function's, combined, also in .sluice/logs/sluice-<time>.log
+// (scripts/start-logs.ts).
+// Options: --scale <fn>=<n> (repeatable), --only <fn>[,<fn>...], --json
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { ensureSesEmulator } from './ses-emulator.ts';
+import { COLOURS, createLogSink } from './start-logs.ts';
 import { functionUrls, localAdmin, localPasswords } from './local-env.ts';
 import type { FunctionName } from '../infra/access.ts';
 
@@ -20,14 +24,19 @@ const root = path.resolve(import.meta.dirname, '..');
 const functions = readdirSync(path.join(root, 'functions')).filter((f) => existsSync(path.join(root, 'functions', f, 'index.ts'))).sort();
 
 function usage(problem: string): never {
-  console.error(`start: ${problem}\nusage: npm start -- [--scale <fn>=<n>]... [--only <fn>[,<fn>...]]\nfunctions: ${functions.join(', ')}`);
+  console.error(`start: ${problem}\nusage: npm start -- [--scale <fn>=<n>]... [--only <fn>[,<fn>...]] [--json]\nfunctions: ${functions.join(', ')}`);
   process.exit(2);
 }
 
 const scale = new Map(functions.map((f) => [f, 1]));
 const args = process.argv.slice(2);
+let json = process.env.SLUICE_LOG_FORMAT === 'json' || !process.stdout.isTTY;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i]!;
+  if (arg === '--json') {
+    json = true;
+    continue;
+  }
   const value = arg.includes('=') && arg.startsWith('--') ? arg.slice(arg.indexOf('=') + 1) : args[++i];
   const flag = arg.split('=')[0];
   if (flag === '--scale') {
@@ -68,39 +77,44 @@ const passwords = localPasswords();
 // No administrator credential reaches a function.
 for (const name of ['MYSQL_ADMIN_URL', 'AMQP_ADMIN_URL', 'RABBITMQ_API_URL']) delete env[name];
 
-const colours = [36, 33, 35, 32, 34, 91, 92, 93, 94, 95];
+// Colour on a terminal unless NO_COLOR says otherwise (https://no-color.org).
+const logs = createLogSink({ dir: path.join(root, '.sluice', 'logs'), pretty: !json, colour: !json && !process.env.NO_COLOR });
+// What start itself says goes to stderr when stdout carries JSON lines.
+const say = (text: string) => (json ? console.error(text) : console.log(text));
+say(`start: every function's log, combined (JSON lines): ${path.relative(process.cwd(), logs.file) || logs.file}`);
 const children = new Set<ChildProcess>();
 let stopping = false;
 
-function launch(fn: string, instance: number, colour: number): void {
-  const label = `\x1b[${colour}m${(scale.get(fn)! > 1 ? `${fn}#${instance}` : fn).padEnd(16)}\x1b[0m|`;
+function launch(fn: string, instance: number, colour: (typeof COLOURS)[number]): void {
+  const name = scale.get(fn)! > 1 ? `${fn}#${instance}` : fn;
   const own = functionUrls(fn as FunctionName, passwords[fn as FunctionName], admin);
   const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
-  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => console.log(`${label} ${line}`));
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => logs.line(name, colour, line));
   child.on('exit', (code, signal) => {
     children.delete(child);
     if (stopping) return;
-    console.log(`${label} exited (${signal ?? code}); restarting in 2 s`);
+    logs.line(name, colour, JSON.stringify({ level: 50, time: Date.now(), msg: `exited (${signal ?? code}); restarting in 2 s` }));
     setTimeout(() => !stopping && launch(fn, instance, colour), 2_000);
   });
 }
 
 let n = 0;
-for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn, i, colours[n++ % colours.length]!);
+for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn, i, COLOURS[n++ % COLOURS.length]!);
 
 const port = env.HTTP_PORT ?? '3000';
-console.log(`\nsluice is starting: trigger on http://127.0.0.1:${port}, LOG_DIR=${env.LOG_DIR}, SES at ${env.SES_ENDPOINT}.
+say(`\nsluice is starting: trigger on http://127.0.0.1:${port}, LOG_DIR=${env.LOG_DIR}, SES at ${env.SES_ENDPOINT}.
 Replay a log:  curl -s -XPOST localhost:${port}/v1/runs -H 'authorization: Bearer ${env.TRIGGER_TOKEN ? '$TRIGGER_TOKEN' : 'dev-token'}' -H 'content-type: application/json' -d '${JSON.stringify({ kind: 'logs', file: demoLog })}'
 Ctrl+C stops everything.\n`);
 
 async function stop(signal: NodeJS.Signals) {
   if (stopping) return;
   stopping = true;
-  console.log(`\nstart: ${signal}: stopping ${children.size} processes`);
+  say(`\nstart: ${signal}: stopping ${children.size} processes`);
   await Promise.all([...children].map((c) => new Promise((r) => (c.once('exit', r), c.kill('SIGTERM')))));
   await ses?.stop();
-  console.log('start: all stopped (RabbitMQ and MariaDB keep running)');
+  await logs.close();
+  say(`start: all stopped (RabbitMQ and MariaDB keep running); the combined log is ${logs.file}`);
   process.exit(0);
 }
 process.on('SIGINT', () => void stop('SIGINT'));

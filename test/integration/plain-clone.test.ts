@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -103,4 +103,10 @@ test('a clone with no ../shared beside it starts with `npm start` and replays it
   const code = await new Promise<number | null>((r) => start!.once('exit', (c) => r(c)));
   assert.equal(code, 0, tail());
   assert.ok(output.some((l) => l.includes('all stopped')), tail());
+  // Piped, npm start prints JSON lines, and keeps every function's, combined, in the file it named.
+  const named = output.map((l) => /combined \(JSON lines\): (\S+)/.exec(l)?.[1]).find(Boolean);
+  assert.ok(named, `npm start names its combined log: ${tail()}`);
+  const combined = readFileSync(path.resolve(clone, named), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { fn: string; msg?: string });
+  const readyFns = new Set(combined.filter((r) => r.msg === 'ready').map((r) => r.fn));
+  for (const fn of readdirSync(path.join(clone, 'functions'))) assert.ok(readyFns.has(fn), `${fn}'s ready line is in the combined log`);
 });
