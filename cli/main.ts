@@ -1,4 +1,5 @@
 // Entry point of the `sluice` command (bin/sluice.mjs checks the Node version, then calls main).
+import { createInterface } from 'node:readline/promises';
 import pkg from '../package.json' with { type: 'json' };
 import { createApi, targetFromEnv } from './client.ts';
 import { colorEnabled, painter } from './format.ts';
@@ -16,6 +17,15 @@ export function processIo(env: NodeJS.ProcessEnv = process.env): Io {
     paintErr: painter(colorEnabled(process.stderr, env)),
     now: () => Date.now(),
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+    stdinTty: process.stdin.isTTY === true,
+    async ask(question) {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return await rl.question(question);
+      } finally {
+        rl.close();
+      }
+    },
   };
 }
 

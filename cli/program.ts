@@ -7,6 +7,7 @@ import { ApiError, EXIT, UsageError, exitCodeOf, type ExitCode } from './errors.
 import { fmtBytes, fmtDuration, fmtInt, fmtRate, truncate, type Paint } from './format.ts';
 import { bar, ENDED, etaMs, RateMeter, watchRun, type WatchIO } from './watch.ts';
 import { describeRun, runDetails, runsTable, statsView, topView, type RunView, type StatsView, type TopView } from './views.ts';
+import { addDlqCommands } from './dlq.ts';
 
 /** GET /v1/stats/top's dimensions (functions/trigger/stats.ts DIMENSIONS; a unit test keeps them equal). */
 export const DIMENSIONS = ['path', 'not_found', 'referrer', 'client_ip', 'user_agent'] as const;
@@ -25,6 +26,10 @@ export interface Io {
   paintErr: Paint;
   now(): number;
   sleep(ms: number): Promise<void>;
+  /** stdin is a terminal: `dlq replay` and `dlq purge` may ask there (otherwise they need --yes). */
+  stdinTty?: boolean;
+  /** Asks a question on the terminal and returns the answer line. */
+  ask?(question: string): Promise<string>;
 }
 
 export interface Deps {
@@ -246,6 +251,9 @@ export function createProgram(deps: Deps): { program: Command; exitCode: () => E
       const top = (await deps.api().get('/v1/stats/top', query)) as TopView;
       io.out(globals(cmd).json ? json(top) : topView(top, io.paint, Math.max(30, io.columns() - 40)));
     });
+
+  // ---- dlq ----
+  addDlqCommands(program, deps, (code) => void (exitCode = code));
 
   return { program, exitCode: () => exitCode };
 }

@@ -47,6 +47,9 @@ export const ACCESS: Record<FunctionName, Access> = {
       ev_readings: ['SELECT'], ev_sessions: ['SELECT'], ev_events: ['SELECT'],
       // GET /v1/stats and /v1/stats/top answer from the aggregates log-clean keeps.
       log_stats_minute: ['SELECT'], log_stats_top: ['SELECT'],
+      // The dashboard's EV panel counts the latest run's emails by outbox status. Read only: the
+      // outbox is notify-email's to write, and recipients come from events, never from the trigger.
+      email_outbox: ['SELECT'],
     },
     consumes: [],
     publishes: {
@@ -86,10 +89,52 @@ export const ACCESS: Record<FunctionName, Access> = {
   'notify-email': { mysql: { email_outbox: STORE }, consumes: ['notify.email', 'notify.alerts'], publishes: {} },
 };
 
-/** The MySQL and RabbitMQ user name of a function. */
-export const userOf = (fn: FunctionName | (typeof RETIRED_FUNCTIONS)[number]) => `sluice_${fn.replace(/-/g, '_')}`;
-/** The environment variable that carries a function's password to the migrate step. */
-export const passwordVariable = (fn: FunctionName) => `SLUICE_PASSWORD_${fn.replace(/-/g, '_').toUpperCase()}`;
+/**
+ * Operators' roles: RabbitMQ users for operations no function needs, which the trigger performs
+ * on an operator's behalf with a credential of their own (never with its own user), and which
+ * have no MySQL user. `dlq`: GET/POST /v1/dlq… (functions/trigger/dlq.ts, DLQ_AMQP_URL).
+ * `monitor`: the dashboard's pipeline-health panel (functions/trigger/dashboard.ts,
+ * RABBITMQ_MONITOR_URL), which reads queue and connection figures from the management API.
+ */
+export const OPERATORS = ['dlq', 'monitor'] as const;
+export type OperatorName = (typeof OPERATORS)[number];
+
+export interface OperatorAccess {
+  /** Queues it may read: basic.get (and ack or return), purge. */
+  reads: string[];
+  /** Exchanges it may publish to. */
+  writes: string[];
+  /**
+   * RabbitMQ user tags: what the management API lets it see. None: AMQP only, no management
+   * API at all. `monitoring`: every queue's, connection's and channel's figures (not messages),
+   * in the vhosts it has a permission on (any permission, even `^$` everywhere).
+   */
+  tags: 'monitoring'[];
+}
+
+export const OPERATOR_ACCESS: Record<OperatorName, OperatorAccess> = {
+  // Shows, replays and purges every dead-letter queue. A replay publishes to `Q.retry` (fanout,
+  // whose TTL dead-letters back to Q), so this user can put a message into any queue, notify.email
+  // included: it is an operator's credential, as sensitive as the broker's administrator for what
+  // it can make the pipeline do (README, "Least privilege").
+  dlq: {
+    reads: topology.queues.map((q) => deadLetterQueue(q.name)),
+    writes: topology.queues.map((q) => retryQueue(q.name)),
+    tags: [],
+  },
+  // Reads the figures of the vhost's queues and connections through the management API
+  // (GET /api/queues/<vhost>, /api/vhosts/<vhost>/connections). The tag shows figures; the vhost
+  // permission (`^$` for configure, write and read: nothing) is what admits it to the vhost at all
+  // (without one the API answers 401). It may not get, publish or purge a message, nor declare
+  // anything. What it does reveal: queue names and depths, and the connections' user names,
+  // client addresses and names.
+  monitor: { reads: [], writes: [], tags: ['monitoring'] },
+};
+
+/** The MySQL and RabbitMQ user name of a function (or the RabbitMQ user of an operator's role). */
+export const userOf = (fn: FunctionName | OperatorName | (typeof RETIRED_FUNCTIONS)[number]) => `sluice_${fn.replace(/-/g, '_')}`;
+/** The environment variable that carries a function's (or an operator role's) password to the migrate step. */
+export const passwordVariable = (fn: FunctionName | OperatorName) => `SLUICE_PASSWORD_${fn.replace(/-/g, '_').toUpperCase()}`;
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const anyOf = (names: string[]) => (names.length ? `^(${names.map(escape).join('|')})$` : '^$');
@@ -99,6 +144,12 @@ export function amqpPermissions(fn: FunctionName): { configure: string; write: s
   const a = ACCESS[fn];
   const forwards = a.consumes.flatMap((q) => [retryQueue(q), deadLetterQueue(q)]);
   return { configure: '^$', write: anyOf([...Object.keys(a.publishes), ...forwards]), read: anyOf(a.consumes) };
+}
+
+/** RabbitMQ vhost permissions of an operator's role: no configure, its exchanges, its queues. */
+export function operatorPermissions(op: OperatorName): { configure: string; write: string; read: string } {
+  const a = OPERATOR_ACCESS[op];
+  return { configure: '^$', write: anyOf(a.writes), read: anyOf(a.reads) };
 }
 
 /**

@@ -13,7 +13,7 @@ import { migrate } from '#shared/db/migrate.ts';
 import { declareTopology } from '#shared/amqp/topology.ts';
 import { redactUrl } from '#shared/config.ts';
 import { topology } from './topology.ts';
-import { ACCESS, FUNCTIONS, RETIRED_FUNCTIONS, amqpPermissions, topicPermissions, userOf, type FunctionName } from './access.ts';
+import { ACCESS, FUNCTIONS, OPERATORS, OPERATOR_ACCESS, RETIRED_FUNCTIONS, amqpPermissions, operatorPermissions, topicPermissions, userOf, type FunctionName, type OperatorName } from './access.ts';
 
 export interface ProvisionOptions {
   /** A MySQL user that may run DDL on the database, create users and grant (e.g. root). */
@@ -22,8 +22,8 @@ export interface ProvisionOptions {
   amqpAdminUrl: string;
   /** RabbitMQ's management HTTP API, with an administrator's credentials: http://user:pass@host:15672 */
   rabbitApiUrl: string;
-  /** Each function's password (its MySQL and its RabbitMQ user). */
-  passwords: Record<FunctionName, string>;
+  /** Each function's password (its MySQL and its RabbitMQ user), and each operator role's (its RabbitMQ user). */
+  passwords: Record<FunctionName | OperatorName, string>;
   /** The host part of the MySQL users ('%': any). */
   userHost: string;
   log: Logger;
@@ -108,6 +108,19 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
     }
     for (const p of wanted) await api('PUT', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, p);
     log.info({ user, vhost, ...amqpPermissions(fn), topics: wanted.map((w) => `${w.exchange}: ${w.write}`) }, 'RabbitMQ user ready');
+  }
+  // Operators' roles (infra/access.ts OPERATORS): RabbitMQ only, no topic rights (they write to fanout
+  // exchanges, if at all), and their tags set anew each time (e.g. `monitoring` for sluice_monitor).
+  for (const op of OPERATORS) {
+    const user = userOf(op);
+    const tags = OPERATOR_ACCESS[op].tags.join(',');
+    await api('PUT', `/api/users/${encodeURIComponent(user)}`, { password: opts.passwords[op], tags });
+    await api('PUT', `/api/permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}`, operatorPermissions(op));
+    const existing = (await api('GET', `/api/users/${encodeURIComponent(user)}/topic-permissions`)) as { vhost: string; exchange: string }[];
+    for (const old of existing.filter((p) => p.vhost === vhost)) {
+      await api('DELETE', `/api/topic-permissions/${encodeURIComponent(vhost)}/${encodeURIComponent(user)}/${encodeURIComponent(old.exchange)}`);
+    }
+    log.info({ user, vhost, tags, ...operatorPermissions(op) }, "RabbitMQ operator's user ready");
   }
   for (const fn of RETIRED_FUNCTIONS) await api('DELETE', `/api/users/${encodeURIComponent(userOf(fn))}`, undefined, [404]);
 }

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { FUNCTIONS, userOf, type FunctionName } from '../infra/access.ts';
+import { FUNCTIONS, OPERATORS, userOf, type FunctionName, type OperatorName } from '../infra/access.ts';
 
 export const root = path.resolve(import.meta.dirname, '..');
 
@@ -24,12 +24,12 @@ export function localAdmin(env: NodeJS.ProcessEnv = process.env): AdminUrls {
   };
 }
 
-/** Each function's password, created on first use. */
-export function localPasswords(dir = path.join(root, '.sluice')): Record<FunctionName, string> {
+/** Each function's (and each operator role's) password, created on first use. */
+export function localPasswords(dir = path.join(root, '.sluice')): Record<FunctionName | OperatorName, string> {
   const file = path.join(dir, 'secrets.json');
-  const known: Partial<Record<FunctionName, string>> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const known: Partial<Record<FunctionName | OperatorName, string>> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
   let changed = false;
-  for (const fn of FUNCTIONS) {
+  for (const fn of [...FUNCTIONS, ...OPERATORS]) {
     if (!known[fn]) (known[fn] = randomBytes(18).toString('base64url')), (changed = true);
   }
   if (changed) {
@@ -37,7 +37,26 @@ export function localPasswords(dir = path.join(root, '.sluice')): Record<Functio
     writeFileSync(file, `${JSON.stringify(known, null, 2)}\n`, { mode: 0o600 });
     chmodSync(file, 0o600);
   }
-  return known as Record<FunctionName, string>;
+  return known as Record<FunctionName | OperatorName, string>;
+}
+
+/** An operator role's AMQP URL (e.g. the trigger's DLQ_AMQP_URL): the administrator's host and vhost, the role's own user. */
+export function operatorAmqpUrl(op: OperatorName, password: string, admin: Pick<AdminUrls, 'amqpAdminUrl'>): string {
+  const u = new URL(admin.amqpAdminUrl);
+  u.username = userOf(op);
+  u.password = password;
+  return u.toString();
+}
+
+/**
+ * The monitoring operator's management API URL (the trigger's RABBITMQ_MONITOR_URL): the
+ * administrator's RABBITMQ_API_URL with sluice_monitor's user and password instead.
+ */
+export function monitorApiUrl(password: string, admin: Pick<AdminUrls, 'rabbitApiUrl'>): string {
+  const u = new URL(admin.rabbitApiUrl);
+  u.username = userOf('monitor');
+  u.password = password;
+  return u.toString();
 }
 
 /** A function's AMQP_URL and MYSQL_URL: the administrators' hosts, vhost and database, the function's own user. */

@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { ensureSesEmulator } from './ses-emulator.ts';
 import { COLOURS, createLogSink } from './start-logs.ts';
-import { functionUrls, localAdmin, localPasswords } from './local-env.ts';
+import { functionUrls, localAdmin, localPasswords, monitorApiUrl, operatorAmqpUrl } from './local-env.ts';
 import type { FunctionName } from '../infra/access.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -87,7 +87,13 @@ let stopping = false;
 
 function launch(fn: string, instance: number, colour: (typeof COLOURS)[number]): void {
   const name = scale.get(fn)! > 1 ? `${fn}#${instance}` : fn;
-  const own = functionUrls(fn as FunctionName, passwords[fn as FunctionName], admin);
+  const own: Record<string, string> = functionUrls(fn as FunctionName, passwords[fn as FunctionName], admin);
+  // The trigger runs the dead-letter routes as the operator's role sluice_dlq, not as itself, and
+  // reads the dashboard's queue figures as sluice_monitor, not as the administrator.
+  if (fn === 'trigger') {
+    own.DLQ_AMQP_URL = operatorAmqpUrl('dlq', passwords.dlq, admin);
+    own.RABBITMQ_MONITOR_URL = monitorApiUrl(passwords.monitor, admin);
+  }
   const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => logs.line(name, colour, line));

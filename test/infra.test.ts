@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { EV_PARTITIONS, evAnalyticsQueue, topology } from '../infra/topology.ts';
-import { FUNCTIONS, passwordVariable, userOf } from '../infra/access.ts';
+import { FUNCTIONS, OPERATORS, passwordVariable, userOf } from '../infra/access.ts';
 import * as logLakeConfig from '../functions/log-lake/config.ts';
 import * as logCleanConfig from '../functions/log-clean/config.ts';
 import * as evStoreConfig from '../functions/ev-store/config.ts';
@@ -233,10 +233,18 @@ const isSecretVariable = (name: string) => /PASS|TOKEN|SECRET/i.test(name);
 /** Who may see each secret variable of docker-compose.yml: the service that owns it, migrate for the administrators' and the functions' passwords. */
 const secretReaders: Record<string, string[]> = {
   ...Object.fromEntries(FUNCTIONS.map((fn) => [passwordVariable(fn), [fn, 'migrate']])),
+  // The dead-letter operator's password: migrate makes the user, the trigger runs /v1/dlq as it
+  // (DLQ_AMQP_URL) on an operator's behalf; no queue function sees it.
+  [passwordVariable('dlq')]: ['trigger', 'migrate'],
+  // The monitoring operator's: migrate makes the user, the trigger's dashboard reads the management
+  // API as it (RABBITMQ_MONITOR_URL); no queue function sees it.
+  [passwordVariable('monitor')]: ['trigger', 'migrate'],
   TRIGGER_TOKEN: ['trigger'],
   RABBITMQ_DEFAULT_PASS: ['rabbitmq', 'migrate'],
   MYSQL_ROOT_PASSWORD: ['mysql', 'migrate'],
 };
+/** The trigger's variables that carry an operator role's credential (infra/access.ts OPERATORS), and the role. */
+const OPERATOR_URLS = { DLQ_AMQP_URL: 'dlq', RABBITMQ_MONITOR_URL: 'monitor' } as const;
 /** The variables of the migrate step (infra/migrate/index.ts) that hold administrator credentials. */
 const ADMIN_VARIABLES = ['MYSQL_ADMIN_URL', 'AMQP_ADMIN_URL', 'RABBITMQ_API_URL'];
 /** Environment names only the migrate step may have. */
@@ -339,6 +347,10 @@ test('infra/Dockerfile: every target (each function and migrate) bundles from wh
     const built = spawnSync(process.execPath, ['build.mjs', '--no-check', ...targets], { cwd: workdir, encoding: 'utf8' });
     assert.equal(built.status, 0, `node build.mjs in the builder stage's files alone (a file the bundles import is not copied?):\n${built.stdout}\n${built.stderr}`);
     for (const t of targets) assert.ok(existsSync(path.join(workdir, 'dist', t, 'index.mjs')), `dist/${t}/index.mjs`);
+    // The trigger's image carries its dashboard page: dist/trigger/ is copied whole.
+    const page = JSON.parse(readFileSync(path.join(workdir, 'dist/trigger/dashboard/assets.json'), 'utf8')) as { files: { name: string }[] };
+    for (const f of page.files) assert.ok(existsSync(path.join(workdir, 'dist/trigger/dashboard', f.name)), `dist/trigger/dashboard/${f.name}`);
+    assert.ok(page.files.some((f) => /^assets\/main-\w+\.js$/.test(f.name)), 'the page\'s script, under a hashed name');
 
     // The final stage holds dist/migrate/ alone, as its WORKDIR: it starts there and names every missing variable.
     const image = path.join(dir, 'image');
@@ -427,6 +439,16 @@ test('compose least privilege: each function has its own users and password and 
       assert.ok(secretReaders[v].includes(name), `${name} may not see \${${v}} (only ${secretReaders[v].join(', ')})`);
     }
   }
+  // The operator roles' URLs: the trigger's only, each its role's own user and password.
+  assert.deepEqual(Object.keys(OPERATOR_URLS).map((k) => OPERATOR_URLS[k as keyof typeof OPERATOR_URLS]).sort(), [...OPERATORS].sort(), 'the test knows every operator role\'s URL');
+  const triggerEnv = compose.services.trigger?.environment ?? {};
+  const opPassword = (op: (typeof OPERATORS)[number]) => `\\$\\{${passwordVariable(op)}:\\?[^}]+\\}`;
+  assert.match(triggerEnv.DLQ_AMQP_URL ?? '', new RegExp(`^amqp://${escape(userOf('dlq'))}:${opPassword('dlq')}@rabbitmq:5672/?$`), 'trigger DLQ_AMQP_URL: sluice_dlq');
+  assert.match(triggerEnv.RABBITMQ_MONITOR_URL ?? '', new RegExp(`^http://${escape(userOf('monitor'))}:${opPassword('monitor')}@rabbitmq:15672/?$`), 'trigger RABBITMQ_MONITOR_URL: the management API as sluice_monitor');
+  for (const [name, service] of Object.entries(compose.services)) {
+    if (name === 'trigger') continue;
+    for (const key of Object.keys(OPERATOR_URLS)) assert.equal(service.environment?.[key], undefined, `${name} has no ${key}`);
+  }
 
   const migrate = compose.services.migrate;
   assert.ok(migrate, 'a compose service migrate');
@@ -444,6 +466,7 @@ test('compose least privilege: each function has its own users and password and 
   assert.match(env.AMQP_ADMIN_URL ?? '', /^amqp:\/\/\$\{RABBITMQ_DEFAULT_USER:\?[^}]+\}:\$\{RABBITMQ_DEFAULT_PASS:\?[^}]+\}@rabbitmq:5672\/?$/, 'AMQP_ADMIN_URL: the broker\'s administrator, on the functions\' vhost');
   assert.match(env.RABBITMQ_API_URL ?? '', /^http:\/\/\$\{RABBITMQ_DEFAULT_USER:\?[^}]+\}:\$\{RABBITMQ_DEFAULT_PASS:\?[^}]+\}@rabbitmq:15672\/?$/, 'RABBITMQ_API_URL: the management API as the administrator');
   for (const fn of FUNCTIONS) assert.match(env[passwordVariable(fn)] ?? '', new RegExp(`^\\$\\{${passwordVariable(fn)}:\\?[^}]+\\}$`), `migrate gets ${passwordVariable(fn)}, the password in ${fn}'s URLs`);
+  for (const op of OPERATORS) assert.match(env[passwordVariable(op)] ?? '', new RegExp(`^\\$\\{${passwordVariable(op)}:\\?[^}]+\\}$`), `migrate gets ${passwordVariable(op)}, the operator role ${userOf(op)}'s password`);
   for (const name of ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN']) assert.equal(env[name], undefined, `migrate has no ${name}`);
   assert.match(compose.services.rabbitmq?.image ?? '', /-management/, 'the broker has the management API migrate uses');
   // Only migrate, and the services that own them, see the administrators' credentials.
@@ -504,9 +527,9 @@ test('every function has a Kubernetes Deployment: probes, resources, secrets, gr
       assert.ok(c.resources?.[kind]?.cpu && c.resources[kind].memory, `${fn} resources.${kind} cpu and memory`);
     }
     const env = new Map((c.env ?? []).map((e) => [e.name, e]));
-    const secrets = fn === 'trigger' ? ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN'] : ['AMQP_URL', 'MYSQL_URL'];
+    const secrets = fn === 'trigger' ? ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN', ...Object.keys(OPERATOR_URLS)] : ['AMQP_URL', 'MYSQL_URL'];
     for (const key of secrets) assert.deepEqual(env.get(key)?.valueFrom?.secretKeyRef, { name: `sluice-${fn}`, key }, `${fn} ${key} from its own Secret sluice-${fn}`);
-    if (fn !== 'trigger') assert.ok(!env.has('TRIGGER_TOKEN'), `${fn} has no TRIGGER_TOKEN`);
+    if (fn !== 'trigger') for (const key of ['TRIGGER_TOKEN', ...Object.keys(OPERATOR_URLS)]) assert.ok(!env.has(key), `${fn} has no ${key}`);
     for (const name of env.keys()) assert.ok(!isPrivilegedName(name), `${fn} has no administrator variable or password variable (${name})`);
     assert.deepEqual(c.envFrom ?? [], [], `${fn}: no envFrom (every variable named)`);
     const port = fn === 'trigger' ? Number(env.get('HTTP_PORT')?.value ?? 3000) : Number(env.get('HEALTH_PORT')?.value);
@@ -603,7 +626,7 @@ test('Kubernetes least privilege: one Secret per function, read only by its Depl
   assert.ok(pod.securityContext?.runAsNonRoot === true || c.securityContext?.runAsNonRoot === true, 'the Job runs as non-root');
   for (const kind of ['requests', 'limits'] as const) assert.ok(c.resources?.[kind]?.cpu && c.resources[kind].memory, `the Job's resources.${kind}`);
   const env = new Map((c.env ?? []).map((e) => [e.name, e]));
-  for (const name of [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable)]) {
+  for (const name of [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable), ...OPERATORS.map(passwordVariable)]) {
     assert.deepEqual(env.get(name)?.valueFrom?.secretKeyRef, { name: 'sluice-migrate', key: name }, `the Job's ${name} from the Secret sluice-migrate`);
   }
   for (const name of ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN']) assert.ok(!env.has(name), `the Job has no ${name}`);
@@ -691,14 +714,14 @@ esac
     const made = secrets();
     assert.deepEqual([...made.keys()], [...FUNCTIONS.map((fn) => `sluice-${fn}`), 'sluice-migrate'].sort(), 'one Secret per function and the Job\'s');
     const migrate = made.get('sluice-migrate')!;
-    assert.deepEqual(Object.keys(migrate).sort(), [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable)].sort(), 'sluice-migrate: the administrators\' URLs and every password');
+    assert.deepEqual(Object.keys(migrate).sort(), [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable), ...OPERATORS.map(passwordVariable)].sort(), 'sluice-migrate: the administrators\' URLs and every password');
     for (const v of ADMIN_VARIABLES) assert.equal(migrate[v], admin[v as keyof typeof admin], `sluice-migrate ${v} as given`);
     const passwords = FUNCTIONS.map((fn) => migrate[passwordVariable(fn)]!);
     for (const p of passwords) assert.match(p, /^[A-Za-z0-9._~-]{12,128}$/, 'a password the migrate step accepts');
     assert.equal(new Set(passwords).size, passwords.length, 'one password per function');
     for (const fn of FUNCTIONS) {
       const own = made.get(`sluice-${fn}`)!;
-      assert.deepEqual(Object.keys(own).sort(), fn === 'trigger' ? ['AMQP_URL', 'MYSQL_URL', 'TRIGGER_TOKEN'] : ['AMQP_URL', 'MYSQL_URL'], `sluice-${fn} keys`);
+      assert.deepEqual(Object.keys(own).sort(), fn === 'trigger' ? ['AMQP_URL', 'DLQ_AMQP_URL', 'MYSQL_URL', 'RABBITMQ_MONITOR_URL', 'TRIGGER_TOKEN'] : ['AMQP_URL', 'MYSQL_URL'], `sluice-${fn} keys`);
       for (const [key, adminKey] of [['AMQP_URL', 'AMQP_ADMIN_URL'], ['MYSQL_URL', 'MYSQL_ADMIN_URL']] as const) {
         const url = new URL(own[key]!);
         const base = new URL(admin[adminKey]);
@@ -707,8 +730,20 @@ esac
       }
     }
     assert.ok((made.get('sluice-trigger')!.TRIGGER_TOKEN ?? '').length >= 24, 'a generated trigger token');
+    // The dead-letter operator: its own user and password, in the trigger's Secret only.
+    const dlqPassword = migrate[passwordVariable('dlq')]!;
+    assert.match(dlqPassword, /^[A-Za-z0-9._~-]{12,128}$/);
+    assert.ok(!passwords.includes(dlqPassword), 'not a function\'s password');
+    const dlqUrl = new URL(made.get('sluice-trigger')!.DLQ_AMQP_URL!);
+    assert.deepEqual([dlqUrl.username, dlqUrl.password, dlqUrl.host, dlqUrl.pathname], [userOf('dlq'), dlqPassword, 'mq.example:5672', '/sluice'], 'sluice-trigger DLQ_AMQP_URL: sluice_dlq on the administrator\'s broker and vhost');
+    // The monitoring operator: the management API of RABBITMQ_API_URL as sluice_monitor, in the trigger's Secret only.
+    const monitorPassword = migrate[passwordVariable('monitor')]!;
+    assert.match(monitorPassword, /^[A-Za-z0-9._~-]{12,128}$/);
+    assert.ok(![...passwords, dlqPassword].includes(monitorPassword), 'not another user\'s password');
+    const monitorUrl = new URL(made.get('sluice-trigger')!.RABBITMQ_MONITOR_URL!);
+    assert.deepEqual([monitorUrl.protocol, monitorUrl.username, monitorUrl.password, monitorUrl.host], ['http:', userOf('monitor'), monitorPassword, 'mq.example:15672'], 'sluice-trigger RABBITMQ_MONITOR_URL: sluice_monitor on the administrator\'s management API');
     const argv = read(path.relative(root, path.join(state, 'argv')));
-    for (const secret of [...passwords, made.get('sluice-trigger')!.TRIGGER_TOKEN!]) assert.ok(!argv.includes(secret), 'no password or token on a command line');
+    for (const secret of [...passwords, dlqPassword, monitorPassword, made.get('sluice-trigger')!.TRIGGER_TOKEN!]) assert.ok(!argv.includes(secret), 'no password or token on a command line');
 
     // Every Secret key the manifests read exists.
     for (const { id, pod } of workloads()) {
@@ -728,6 +763,10 @@ esac
       assert.notEqual(pw, migrate[passwordVariable(fn)], `ROTATE=1: a new password for ${fn}`);
       assert.equal(new URL(fresh.get(`sluice-${fn}`)!.MYSQL_URL!).password, pw, `ROTATE=1: ${fn}'s URLs carry its new password`);
     }
+    assert.notEqual(fresh.get('sluice-migrate')![passwordVariable('dlq')], dlqPassword, 'ROTATE=1: a new password for sluice_dlq');
+    assert.equal(new URL(fresh.get('sluice-trigger')!.DLQ_AMQP_URL!).password, fresh.get('sluice-migrate')![passwordVariable('dlq')], 'ROTATE=1: DLQ_AMQP_URL carries it');
+    assert.notEqual(fresh.get('sluice-migrate')![passwordVariable('monitor')], monitorPassword, 'ROTATE=1: a new password for sluice_monitor');
+    assert.equal(new URL(fresh.get('sluice-trigger')!.RABBITMQ_MONITOR_URL!).password, fresh.get('sluice-migrate')![passwordVariable('monitor')], 'ROTATE=1: RABBITMQ_MONITOR_URL carries it');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,9 +2,13 @@
 # Creates or updates the Secrets the manifests of infra/k8s read (not part of the kustomization,
 # so `kubectl apply -k` never overwrites them):
 #   sluice-<function>  AMQP_URL and MYSQL_URL as the function's own users, sluice_<function>,
-#                      with its own password; the trigger's also TRIGGER_TOKEN
+#                      with its own password; the trigger's also TRIGGER_TOKEN, DLQ_AMQP_URL
+#                      (the dead-letter operator's RabbitMQ user, sluice_dlq) and
+#                      RABBITMQ_MONITOR_URL (the management API as the monitoring operator,
+#                      sluice_monitor, on the host of RABBITMQ_API_URL)
 #   sluice-migrate     MYSQL_ADMIN_URL, AMQP_ADMIN_URL, RABBITMQ_API_URL and every
-#                      function's password, SLUICE_PASSWORD_<FUNCTION>, for the Job sluice-migrate
+#                      function's password, SLUICE_PASSWORD_<FUNCTION>, and the operator
+#                      roles', SLUICE_PASSWORD_DLQ and SLUICE_PASSWORD_MONITOR, for the Job sluice-migrate
 # Usage: the administrators' URLs (percent-encode special characters of their passwords); the
 # functions' URLs get the same hosts, ports, database, vhost and query options:
 #   MYSQL_ADMIN_URL='mysql://root:PASSWORD@mysql.example:3306/sluice' \
@@ -67,6 +71,17 @@ kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
 
 migrate_env="$tmp/migrate.lines"
 printf 'MYSQL_ADMIN_URL=%s\nAMQP_ADMIN_URL=%s\nRABBITMQ_API_URL=%s\n' "$MYSQL_ADMIN_URL" "$AMQP_ADMIN_URL" "$RABBITMQ_API_URL" >"$migrate_env"
+# The operators' roles (infra/access.ts OPERATORS): RabbitMQ users only; the trigger gets their URLs.
+# The password of Secret sluice-migrate's key $1, kept, or a new one.
+kept_password() {
+  local password
+  password=$(existing sluice-migrate "$1")
+  printf '%s' "$password" | grep -Eq '^[A-Za-z0-9._~-]{12,128}$' || password=$(generate)
+  printf '%s' "$password"
+}
+dlq_password=$(kept_password SLUICE_PASSWORD_DLQ)         # sluice_dlq, the dead-letter operator
+monitor_password=$(kept_password SLUICE_PASSWORD_MONITOR) # sluice_monitor, the dashboard's queue figures
+printf 'SLUICE_PASSWORD_DLQ=%s\nSLUICE_PASSWORD_MONITOR=%s\n' "$dlq_password" "$monitor_password" >>"$migrate_env"
 for fn in $functions; do
   user=sluice_$(printf '%s' "$fn" | tr '-' '_')
   var=SLUICE_PASSWORD_$(printf '%s' "$fn" | tr 'a-z-' 'A-Z_')
@@ -80,6 +95,8 @@ for fn in $functions; do
       token=${TRIGGER_TOKEN:-$(existing sluice-trigger TRIGGER_TOKEN)}
       [ -n "$token" ] || token=$(generate)
       printf 'TRIGGER_TOKEN=%s\n' "$token"
+      printf 'DLQ_AMQP_URL=%s\n' "$(with_user "$AMQP_ADMIN_URL" sluice_dlq "$dlq_password")"
+      printf 'RABBITMQ_MONITOR_URL=%s\n' "$(with_user "$RABBITMQ_API_URL" sluice_monitor "$monitor_password")"
     fi
   } | apply_secret "sluice-$fn"
 done

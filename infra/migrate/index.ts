@@ -2,11 +2,12 @@
 //   npm run migrate                  local services, passwords from .sluice/secrets.json
 //   node dist/migrate/index.mjs      (the image) everything from the environment:
 //     MYSQL_ADMIN_URL, AMQP_ADMIN_URL, RABBITMQ_API_URL, SLUICE_PASSWORD_<FUNCTION> for each function
+//     and SLUICE_PASSWORD_<ROLE> for each operator role (SLUICE_PASSWORD_DLQ, SLUICE_PASSWORD_MONITOR)
 import { z } from 'zod';
 import { loadConfig, redactUrl } from '../../shared/config.ts';
 import { ConfigError, errorMessage } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/log.ts';
-import { FUNCTIONS, passwordVariable, type FunctionName } from '../access.ts';
+import { FUNCTIONS, OPERATORS, passwordVariable, type FunctionName, type OperatorName } from '../access.ts';
 import { provision } from '../provision.ts';
 
 const local = process.argv.includes('--local');
@@ -20,7 +21,7 @@ const shape = {
   AMQP_ADMIN_URL: urlOf(['amqp:', 'amqps:']),
   RABBITMQ_API_URL: urlOf(['http:', 'https:']),
   DB_USER_HOST: z.string().min(1).default('%'),
-  ...Object.fromEntries(FUNCTIONS.map((fn) => [passwordVariable(fn), password])),
+  ...Object.fromEntries([...FUNCTIONS, ...OPERATORS].map((fn) => [passwordVariable(fn), password])),
 };
 
 let env: NodeJS.ProcessEnv = process.env;
@@ -33,7 +34,7 @@ if (local) {
     MYSQL_ADMIN_URL: admin.mysqlAdminUrl,
     AMQP_ADMIN_URL: admin.amqpAdminUrl,
     RABBITMQ_API_URL: admin.rabbitApiUrl,
-    ...Object.fromEntries(FUNCTIONS.map((fn) => [passwordVariable(fn), passwords[fn]])),
+    ...Object.fromEntries([...FUNCTIONS, ...OPERATORS].map((fn) => [passwordVariable(fn), passwords[fn]])),
     ...process.env,
   };
 }
@@ -53,7 +54,7 @@ try {
     amqpAdminUrl: config.AMQP_ADMIN_URL,
     rabbitApiUrl: config.RABBITMQ_API_URL,
     userHost: config.DB_USER_HOST,
-    passwords: Object.fromEntries(FUNCTIONS.map((fn) => [fn, c[passwordVariable(fn)]!])) as Record<FunctionName, string>,
+    passwords: Object.fromEntries([...FUNCTIONS, ...OPERATORS].map((fn) => [fn, c[passwordVariable(fn)]!])) as Record<FunctionName | OperatorName, string>,
     log,
   });
 } catch (err) {

@@ -14,7 +14,7 @@ import { topology, retryQueue, deadLetterQueue } from '../../infra/topology.ts';
 import { provision } from '../../infra/provision.ts';
 import { FUNCTIONS, type FunctionName } from '../../infra/access.ts';
 import { createLogger } from '../../shared/log.ts';
-import { functionUrls, localPasswords } from '../../scripts/local-env.ts';
+import { functionUrls, localPasswords, monitorApiUrl, operatorAmqpUrl } from '../../scripts/local-env.ts';
 
 export const root = path.resolve(import.meta.dirname, '../..');
 export const sharedData = path.resolve(root, '../shared/data');
@@ -28,6 +28,10 @@ export const passwords = localPasswords();
 /** A function's own AMQP_URL and MYSQL_URL in the test vhost and database. */
 export const ownUrls = (fn: FunctionName) => functionUrls(fn, passwords[fn], { amqpAdminUrl: AMQP_URL, mysqlAdminUrl: MYSQL_URL });
 export const SES_ENDPOINT = process.env.TEST_SES_ENDPOINT ?? 'http://127.0.0.1:8015';
+/** The dead-letter operator's AMQP URL in the test vhost: the trigger's DLQ_AMQP_URL, as npm start sets it. */
+export const DLQ_AMQP_URL = operatorAmqpUrl('dlq', passwords.dlq, { amqpAdminUrl: AMQP_URL });
+/** The monitoring operator's management API URL: the trigger's RABBITMQ_MONITOR_URL, as npm start sets it. */
+export const RABBITMQ_MONITOR_URL = monitorApiUrl(passwords.monitor, { rabbitApiUrl: RABBITMQ_API_URL });
 
 /** Fresh database and empty queues, so each test file starts from nothing. */
 export async function resetEnvironment(): Promise<Pool> {
@@ -81,6 +85,7 @@ export async function startFunction(name: string, env: Record<string, string> = 
     env: {
       PATH: process.env.PATH,
       ...(FUNCTIONS.includes(name as FunctionName) ? ownUrls(name as FunctionName) : {}),
+      ...(name === 'trigger' ? { DLQ_AMQP_URL, RABBITMQ_MONITOR_URL } : {}),
       SES_ENDPOINT,
       TRIGGER_TOKEN: TOKEN,
       HTTP_PORT: '0',

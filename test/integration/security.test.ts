@@ -9,7 +9,11 @@ import amqp, { type ConfirmChannel } from 'amqplib';
 import mysql from 'mysql2/promise';
 import type { Pool } from '../../shared/db/pool.ts';
 import { FUNCTIONS, type FunctionName } from '../../infra/access.ts';
+import { operatorAmqpUrl } from '../../scripts/local-env.ts';
 import { AMQP_URL, TOKEN, api, count, ensureBuilt, ownUrls, passwords, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess } from './harness.ts';
+
+/** sluice_monitor over AMQP: the dashboard's operator role, which has a vhost permission (`^$` everywhere) and so may connect. */
+const MONITOR_AMQP_URL = operatorAmqpUrl('monitor', passwords.monitor, { amqpAdminUrl: AMQP_URL });
 
 let pool: Pool;
 
@@ -35,9 +39,9 @@ async function asMysqlUser(fn: FunctionName, sql: string, params: unknown[] = []
   }
 }
 
-/** Publish as `fn`'s own RabbitMQ user with confirms; resolves to 'ok' or the broker's refusal. */
-async function publishAs(fn: FunctionName | 'admin', exchange: string, routingKey: string, body = '{}'): Promise<string> {
-  const conn = await amqp.connect(fn === 'admin' ? AMQP_URL : ownUrls(fn).AMQP_URL);
+/** Publish as `fn`'s own RabbitMQ user (or sluice_monitor's) with confirms; resolves to 'ok' or the broker's refusal. */
+async function publishAs(fn: FunctionName | 'admin' | 'monitor', exchange: string, routingKey: string, body = '{}'): Promise<string> {
+  const conn = await amqp.connect(fn === 'admin' ? AMQP_URL : fn === 'monitor' ? MONITOR_AMQP_URL : ownUrls(fn).AMQP_URL);
   conn.on('error', () => {});
   try {
     const ch: ConfirmChannel = await conn.createConfirmChannel();
@@ -62,8 +66,14 @@ describe('least privilege: MySQL', () => {
     assert.equal(await count(pool, 'SELECT COUNT(*) FROM web_requests WHERE run_id = ?', [id]), 0);
   });
 
-  test('the trigger cannot read email_outbox; notify-email can', async () => {
-    assert.equal(await asMysqlUser('trigger', 'SELECT * FROM email_outbox LIMIT 1'), 'ER_TABLEACCESS_DENIED_ERROR');
+  test('the trigger may read email_outbox (the dashboard counts a run\'s emails) but not write it; notify-email can', async () => {
+    assert.equal(await asMysqlUser('trigger', 'SELECT status, COUNT(*) FROM email_outbox GROUP BY status'), 'ok');
+    assert.equal(
+      await asMysqlUser('trigger', "INSERT INTO email_outbox (dedupe_key, recipient) VALUES ('forged', 'someone@example.com')"),
+      'ER_TABLEACCESS_DENIED_ERROR',
+    );
+    assert.equal(await asMysqlUser('trigger', "UPDATE email_outbox SET status = 'sent'"), 'ER_TABLEACCESS_DENIED_ERROR');
+    assert.equal(await asMysqlUser('trigger', 'DELETE FROM email_outbox'), 'ER_TABLEACCESS_DENIED_ERROR');
     assert.equal(await asMysqlUser('notify-email', 'SELECT * FROM email_outbox LIMIT 1'), 'ok');
   });
 
@@ -123,6 +133,28 @@ describe('least privilege: RabbitMQ', () => {
       const { consumerTag } = await ch.consume('logs.lake', () => {});
       await ch.cancel(consumerTag);
       await ch.close();
+    } finally {
+      await conn.close().catch(() => {});
+    }
+  });
+
+  test('sluice_monitor, the dashboard\'s user, may publish nothing, consume nothing, purge or declare nothing', async () => {
+    for (const exchange of ['', 'notify.email.retry', 'logs.clean.dlq', 'ev', 'logs']) {
+      assert.match(await publishAs('monitor', exchange, exchange === 'ev' ? 'ev.event.completed' : 'notify.email'), /ACCESS_REFUSED/, `publish to '${exchange}'`);
+    }
+    const conn = await amqp.connect(MONITOR_AMQP_URL);
+    conn.on('error', () => {});
+    try {
+      for (const [what, attempt] of [
+        ['get', (ch: amqp.Channel) => ch.get('notify.email')],
+        ['consume', (ch: amqp.Channel) => ch.consume('logs.clean.dlq', () => {})],
+        ['purge', (ch: amqp.Channel) => ch.purgeQueue('logs.clean')],
+        ['declare', (ch: amqp.Channel) => ch.assertQueue('sluice-monitor-made-this', { durable: false })],
+      ] as const) {
+        const ch = await conn.createChannel();
+        ch.on('error', () => {});
+        await assert.rejects(attempt(ch), /ACCESS_REFUSED/, what);
+      }
     } finally {
       await conn.close().catch(() => {});
     }
