@@ -12,8 +12,12 @@ import { followRun } from './follow.ts';
 import type { Progress, Runner } from './runner.ts';
 import type { Run, RunStore } from './runs.ts';
 import { statsRoutes, type StatsStore } from './stats.ts';
+import { dashboardAuthorizes, dashboardRoutes, type DashboardDeps } from './dashboard.ts';
 import { resolveLogFile, resolveLogGlob } from './paths.ts';
 import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
+import { isPublicPath, registerOpenApi } from './openapi.ts';
+import { dlqRoutes, type DeadLetters } from './dlq.ts';
+import { HealthSchema, RunIdParamsSchema, RunListSchema, RunSchema, RunWithStoredSchema, UNAUTHORIZED, UploadResultSchema, errors } from './api-schemas.ts';
 
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
@@ -40,6 +44,10 @@ export interface AppDeps {
   metrics?: Registry;
   /** POST /v1/runs/:id/stop of a run another trigger executes: how long to wait for it to end before answering 202. */
   stopWaitMs?: number;
+  /** Dead-letter operations as the sluice_dlq user (DLQ_AMQP_URL); without it, /v1/dlq answers 503 naming the setting. */
+  dlq?: DeadLetters;
+  /** The live dashboard at / and its event stream GET /v1/events (functions/trigger/dashboard.ts). */
+  dashboard?: DashboardDeps;
 }
 
 const LogRunRequestSchema = z.strictObject({
@@ -59,7 +67,8 @@ const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRu
 });
 const UploadQuerySchema = z.object({
   source: SourceSchema.default('upload'),
-  alerts: z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true').default(true),
+  alerts: z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true').default(true)
+    .describe('false: mute alerts for this upload'),
 });
 /** What a log run records of its alerts choice: `alerts: false` when muted, nothing otherwise (resumed runs read it back). */
 const alertsParams = (alerts: boolean | undefined) => (alerts === false ? { alerts: false } : {});
@@ -131,6 +140,8 @@ export function createApp(deps: AppDeps) {
     bodyLimit: 1024 * 1024,
     logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/metrics' }),
   });
+  // Before any route: the document is made from the routes' schemas (GET /openapi.json, /docs).
+  registerOpenApi(app);
   const expected = Buffer.from(`Bearer ${deps.token}`);
   const maxRuns = deps.maxConcurrentRuns ?? DEFAULT_MAX_CONCURRENT_RUNS;
   const retryAfterS = deps.retryAfterS ?? 5;
@@ -142,7 +153,7 @@ export function createApp(deps: AppDeps) {
   app.addContentTypeParser(['text/plain', 'application/octet-stream', 'application/x-ndjson'], (_req, payload, done) => done(null, payload));
 
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url.split('?', 1)[0] === '/healthz') return;
+    if (isPublicPath(req.url.split('?', 1)[0]!) || dashboardAuthorizes(req, deps.token)) return;
     const given = Buffer.from(req.headers.authorization ?? '');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       if (hasUnreadBody(req)) reply.header('connection', 'close');
@@ -169,13 +180,39 @@ export function createApp(deps: AppDeps) {
     };
   }
 
-  app.get('/healthz', async (_req, reply) => (deps.ready() ? { ok: true } : fail(reply, 503, 'not connected to RabbitMQ')));
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/healthz', {
+    schema: { tags: ['ops'], summary: 'Readiness: connected to RabbitMQ', security: [], response: { 200: HealthSchema, ...errors({ 503: 'Not connected to RabbitMQ' }) } },
+  }, async (_req, reply) => (deps.ready() ? { ok: true } : fail(reply, 503, 'not connected to RabbitMQ')));
+  app.get('/metrics', {
+    schema: {
+      tags: ['ops'],
+      summary: 'Prometheus metrics',
+      response: {
+        200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: z.string() } } },
+        ...errors({ 401: UNAUTHORIZED, 404: 'No metrics registry' }),
+      },
+    },
+  }, async (_req, reply) => {
     if (!deps.metrics) return fail(reply, 404, 'no metrics registry');
     return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
   });
 
-  app.post('/v1/runs', async (req, reply) => {
+  app.post('/v1/runs', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Start a log run (replay, glob, follow) or an EV simulation',
+      body: RunRequestSchema,
+      response: {
+        202: RunSchema.describe('The run, started (Location: /v1/runs/:id)'),
+        ...errors({
+          400: 'A bad body (naming the field), a path outside LOG_DIR, or an EV run over MAX_RUN_MESSAGES',
+          401: UNAUTHORIZED,
+          404: 'The file is not in LOG_DIR',
+          429: 'MAX_CONCURRENT_RUNS runs in progress (Retry-After)',
+        }),
+      },
+    },
+  }, async (req, reply) => {
     if (req.body instanceof Readable) {
       reply.header('connection', 'close'); // the body is not read
       return fail(reply, 400, 'body must be JSON (Content-Type: application/json); text bodies go to POST /v1/logs');
@@ -222,7 +259,24 @@ export function createApp(deps: AppDeps) {
     }
   });
 
-  app.post('/v1/logs', async (req, reply) => {
+  app.post('/v1/logs', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Upload a log: newline-delimited text, streamed to the broker as it arrives',
+      querystring: UploadQuerySchema,
+      consumes: ['text/plain', 'application/octet-stream', 'application/x-ndjson'],
+      body: z.string().describe('Log lines, each ending in a newline (the last may not), streamed'),
+      response: {
+        200: UploadResultSchema.describe('Every line was confirmed by the broker'),
+        ...errors({
+          400: 'A bad query parameter (naming it), or a body that is not text',
+          401: UNAUTHORIZED,
+          413: 'The body is larger than BODY_LIMIT_MB (the lines before the limit stay published; the message says how many)',
+          429: 'MAX_CONCURRENT_RUNS runs in progress (Retry-After)',
+        }),
+      },
+    },
+  }, async (req, reply) => {
     const body = req.body;
     const refuse = (statusCode: 400 | 413, message: string) => {
       if (body instanceof Readable) reply.header('connection', 'close'); // the body is not read
@@ -264,15 +318,33 @@ export function createApp(deps: AppDeps) {
     }
   });
 
-  app.get('/v1/runs', async (req, reply) => {
+  app.get('/v1/runs', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Recent runs, newest first',
+      querystring: ListQuerySchema,
+      response: { 200: RunListSchema, ...errors({ 400: 'A bad limit', 401: UNAUTHORIZED }) },
+    },
+  }, async (req, reply) => {
     const query = parse(ListQuerySchema, req.query, 'query');
     if (!query.ok) return fail(reply, 400, query.message);
     return { runs: await deps.runs.list(query.data.limit) };
   });
 
-  app.post('/v1/runs/:id/stop', async (req, reply) => {
+  app.post('/v1/runs/:id/stop', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Stop a running run (its checkpoint kept)',
+      params: RunIdParamsSchema,
+      response: {
+        200: RunWithStoredSchema.describe('The run, stopped'),
+        202: RunWithStoredSchema.describe('Another trigger executes the run and is still stopping it'),
+        ...errors({ 400: 'Not a UUID', 401: UNAUTHORIZED, 404: 'No such run', 409: 'The run is not running, or is an upload' }),
+      },
+    },
+  }, async (req, reply) => {
     const { id } = req.params as { id: string };
-    if (!z.uuid().safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
+    if (!RunIdParamsSchema.shape.id.safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
     const run = await deps.runs.get(id);
     if (!run) return fail(reply, 404, `run ${id} not found`);
     const notRunning = (r: Run) => fail(reply, 409, `run ${id} is ${r.state}, not running: only a running run can be stopped`);
@@ -294,15 +366,24 @@ export function createApp(deps: AppDeps) {
     return reply.code(ended.state === 'stopping' ? 202 : 200).send({ ...ended, stored: await deps.runs.stored(ended) });
   });
 
-  app.get('/v1/runs/:id', async (req, reply) => {
+  app.get('/v1/runs/:id', {
+    schema: {
+      tags: ['runs'],
+      summary: 'A run and the rows the consumers stored for it',
+      params: RunIdParamsSchema,
+      response: { 200: RunWithStoredSchema, ...errors({ 400: 'Not a UUID', 401: UNAUTHORIZED, 404: 'No such run' }) },
+    },
+  }, async (req, reply) => {
     const { id } = req.params as { id: string };
-    if (!z.uuid().safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
+    if (!RunIdParamsSchema.shape.id.safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
     const run = await deps.runs.get(id);
     if (!run) return fail(reply, 404, `run ${id} not found`);
     return { ...run, stored: await deps.runs.stored(run) };
   });
 
   if (deps.stats) void app.register(statsRoutes({ store: deps.stats }));
+  void app.register(dlqRoutes({ dlq: deps.dlq }));
+  void app.register(dashboardRoutes(deps));
 
   return app;
 }

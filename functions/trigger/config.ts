@@ -25,6 +25,32 @@ export const configShape = {
   RUN_STALE_AFTER_S: z.coerce.number().min(1).max(3600).default(30),
   /** An EV catalog file that replaces the one bundled with the code (shared/ev/vehicles.json). */
   EV_CATALOG: z.string().optional(),
+  /**
+   * The dead-letter operator, sluice_dlq (infra/access.ts OPERATORS): GET/POST /v1/dlq… run as this
+   * RabbitMQ user, never as the trigger's own; unset, those routes answer 503 naming this variable.
+   */
+  DLQ_AMQP_URL: z.string().refine((v) => {
+    try {
+      return ['amqp:', 'amqps:'].includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, 'must be a URL starting with amqp:// or amqps://').optional(),
+  /**
+   * The monitoring operator, sluice_monitor (infra/access.ts OPERATORS): RabbitMQ's management API
+   * as that user (http://sluice_monitor:password@host:15672, tagged `monitoring`, no right on any
+   * queue or exchange), read by the dashboard's pipeline-health panel; unset, the panel says so.
+   * Not the administrator's RABBITMQ_API_URL, which only the migrate step has.
+   */
+  RABBITMQ_MONITOR_URL: z.string().refine((v) => {
+    try {
+      return ['http:', 'https:'].includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, 'must be a URL starting with http:// or https://').optional(),
+  /** How often the dashboard's stream reads runs and changed stat minutes (once for every open page). */
+  DASHBOARD_POLL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
 };
 
 /** Hosts that only this machine can reach. */

@@ -10,6 +10,8 @@ import { createRunner } from './runner.ts';
 import { startResumer } from './resume.ts';
 import { createRunStore } from './runs.ts';
 import { createStatsStore } from './stats.ts';
+import { createDeadLetters } from './dlq.ts';
+import { createDashboardSources } from './dashboard.ts';
 
 // Checked before boot connects anywhere: a bad variable, or the public dev token on a
 // non-loopback address, stops the trigger with every problem named (exit 78, like boot).
@@ -26,7 +28,12 @@ const runs = createRunStore(deps.pool);
 const runner = createRunner({ publisher: deps.publisher, runs, log });
 deps.onStop(() => runner.stop());
 const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG), maxRunMessages: config.MAX_RUN_MESSAGES });
+// Dead letters as their own RabbitMQ user (DLQ_AMQP_URL), connected on first use.
+const dlq = config.DLQ_AMQP_URL ? createDeadLetters({ url: config.DLQ_AMQP_URL, log }) : undefined;
+if (dlq) deps.onStop(() => dlq.close());
+else log.info('DLQ_AMQP_URL is not set: the dead-letter routes answer 503');
 const app = createApp({
+  dlq,
   runs,
   runner,
   ev,
@@ -39,6 +46,7 @@ const app = createApp({
   log,
   ready: () => deps.amqp.connected,
   metrics: deps.metrics.registry,
+  dashboard: { pollMs: config.DASHBOARD_POLL_MS, sources: createDashboardSources({ pool: deps.pool, log, amqpUrl: config.AMQP_URL, rabbitApiUrl: config.RABBITMQ_MONITOR_URL }) },
 });
 const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS, maxLineBytes: config.MAX_LINE_BYTES });
 deps.onStop(() => resumer.stop());

@@ -7,6 +7,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { Pool } from '../../shared/db/pool.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
 import { SourceSchema } from '../../shared/contracts/logs.ts';
+import { UNAUTHORIZED, errors, validatedByHandlers } from './api-schemas.ts';
 
 export const DIMENSIONS = ['path', 'not_found', 'referrer', 'client_ip', 'user_agent'] as const;
 export type Dimension = (typeof DIMENSIONS)[number];
@@ -42,6 +43,25 @@ export const TopQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(10),
 });
 
+const StatusCountsSchema = z.object({ '1xx': z.number().int(), '2xx': z.number().int(), '3xx': z.number().int(), '4xx': z.number().int(), '5xx': z.number().int() });
+const TotalsSchema = z.object({ requests: z.number().int(), bytes: z.number().int(), visitors: z.number().int(), status: StatusCountsSchema });
+const RangeAnswer = {
+  source: z.string().nullable().describe('null: every source'),
+  from: z.string().describe('ISO 8601, UTC'),
+  to: z.string().describe('ISO 8601, UTC (excluded)'),
+};
+export const StatsAnswerSchema = z.object({
+  ...RangeAnswer,
+  bucket: z.enum(['minute', 'hour', 'day']),
+  totals: TotalsSchema,
+  series: z.array(TotalsSchema.extend({ t: z.string().describe('Start of the bucket, ISO 8601 UTC') })).describe('Buckets with requests only, in time order'),
+});
+export const TopAnswerSchema = z.object({
+  ...RangeAnswer,
+  dimension: z.enum(DIMENSIONS),
+  items: z.array(z.object({ value: z.string(), requests: z.number().int(), visitors: z.number().int(), bytes: z.number().int() })).describe('By requests, summed over the days the range touches'),
+});
+
 /** from/to default to the last hour; from must come before to. */
 function range(q: { from?: Date; to?: Date }, now: Date): { from: Date; to: Date } | string {
   const to = q.to ?? now;
@@ -69,8 +89,16 @@ function fail(reply: FastifyReply, message: string) {
 /** The two routes, as a Fastify plugin (the app registers it behind its bearer token). */
 export const statsRoutes = (deps: { store: StatsStore; now?: () => Date }): FastifyPluginAsync => async (app) => {
   const now = deps.now ?? (() => new Date());
+  validatedByHandlers(app);
 
-  app.get('/v1/stats', async (req, reply) => {
+  app.get('/v1/stats', {
+    schema: {
+      tags: ['stats'],
+      summary: 'Requests, bytes, visitors and status classes over time, from the aggregates',
+      querystring: StatsQuerySchema,
+      response: { 200: StatsAnswerSchema, ...errors({ 400: 'A bad parameter (naming it), from not before to, or more than 10,080 points', 401: UNAUTHORIZED }) },
+    },
+  }, async (req, reply) => {
     const parsed = StatsQuerySchema.safeParse(req.query);
     if (!parsed.success) return fail(reply, `invalid query: ${describeIssues(parsed.error)}`);
     const q = parsed.data;
@@ -82,7 +110,14 @@ export const statsRoutes = (deps: { store: StatsStore; now?: () => Date }): Fast
     return { source: q.source ?? null, from: r.from.toISOString(), to: r.to.toISOString(), bucket: q.bucket, totals: totalsOf(series), series };
   });
 
-  app.get('/v1/stats/top', async (req, reply) => {
+  app.get('/v1/stats/top', {
+    schema: {
+      tags: ['stats'],
+      summary: 'Top paths, 404s, referrers, clients or user agents',
+      querystring: TopQuerySchema,
+      response: { 200: TopAnswerSchema, ...errors({ 400: 'A bad parameter (naming it), or from not before to', 401: UNAUTHORIZED }) },
+    },
+  }, async (req, reply) => {
     const parsed = TopQuerySchema.safeParse(req.query);
     if (!parsed.success) return fail(reply, `invalid query: ${describeIssues(parsed.error)}`);
     const q = parsed.data;
