@@ -55,10 +55,20 @@ export function storedOfLogRun(run: RunView): number | null {
   return Math.min(s.raw_logs, s.web_requests + (s.log_rejects ?? 0));
 }
 
-/** A total the API reports for the run, when it does (the lines a replay will publish). */
+/**
+ * The lines a replay will publish, when the API tells enough to say: its `total`, or else an
+ * estimate from the file's size (`fileBytes`) and the confirmed part of it (checkpoint: lines
+ * `item` in `offset` bytes), at the lines per byte read so far. A run that is over has published
+ * its total.
+ */
 export function totalOf(run: RunView): number | null {
-  const t = (run as { total?: unknown }).total;
-  return typeof t === 'number' && t > 0 ? t : null;
+  const r = run as { total?: unknown; fileBytes?: unknown; checkpoint?: { item?: unknown; offset?: unknown } | null };
+  if (typeof r.total === 'number' && r.total > 0) return r.total;
+  if (run.state !== 'running' && run.state !== 'stopping' && typeof r.fileBytes === 'number') return run.published;
+  const item = r.checkpoint?.item;
+  const offset = r.checkpoint?.offset;
+  if (typeof r.fileBytes !== 'number' || typeof item !== 'number' || typeof offset !== 'number' || item <= 0 || offset <= 0) return null;
+  return Math.max(run.published, Math.round((item * r.fileBytes) / offset));
 }
 
 export interface Frame {

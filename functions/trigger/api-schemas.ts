@@ -68,6 +68,11 @@ export const RunSchema = z.object({
 
 export const RunWithStoredSchema = RunSchema.extend({
   stored: z.record(z.string(), z.number().int()).describe('Rows the consumers stored for the run, table by table'),
+  fileBytes: z
+    .number()
+    .int()
+    .optional()
+    .describe("A replay of one file: the file's size now. With checkpoint.offset (bytes confirmed) it tells how far the run is, and with checkpoint.item about how many lines it will publish"),
 });
 
 export const RunListSchema = z.object({ runs: z.array(RunSchema).describe('Newest first') });

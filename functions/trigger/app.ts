@@ -1,5 +1,7 @@
 // The trigger's HTTP API as a Fastify app. No env, no listen: index.ts wires it.
 import { timingSafeEqual } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -378,7 +380,7 @@ export function createApp(deps: AppDeps) {
     if (!RunIdParamsSchema.shape.id.safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
     const run = await deps.runs.get(id);
     if (!run) return fail(reply, 404, `run ${id} not found`);
-    return { ...run, stored: await deps.runs.stored(run) };
+    return { ...run, stored: await deps.runs.stored(run), ...(await fileBytesOf(deps.logDir, run)) };
   });
 
   if (deps.stats) void app.register(statsRoutes({ store: deps.stats }));
@@ -386,4 +388,10 @@ export function createApp(deps: AppDeps) {
   void app.register(dashboardRoutes(deps));
 
   return app;
+}
+
+/** `{ fileBytes }` for a replay of one file (not a follow, a glob or an upload), when the file is still there. */
+async function fileBytesOf(logDir: string, run: Run): Promise<{ fileBytes?: number }> {
+  if (run.kind !== 'logs' || !run.file || run.params?.follow === true || run.params?.glob === true) return {};
+  return stat(path.resolve(logDir, run.file)).then((s) => (s.isFile() ? { fileBytes: s.size } : {}), () => ({}));
 }

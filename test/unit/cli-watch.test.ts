@@ -7,7 +7,7 @@ import type { Api } from '../../cli/client.ts';
 import { UnreachableError } from '../../cli/errors.ts';
 import { painter } from '../../cli/format.ts';
 import { run } from '../../cli/program.ts';
-import { bar, etaMs, progressLine, RateMeter, spinnerBar, watchRun, type WatchIO } from '../../cli/watch.ts';
+import { bar, etaMs, progressLine, RateMeter, spinnerBar, totalOf, watchRun, type WatchIO } from '../../cli/watch.ts';
 import type { RunView } from '../../cli/views.ts';
 
 const ID = '7d4f2ea4-e968-4e57-9493-ca46273bc163';
@@ -146,4 +146,17 @@ test('a trigger that stops answering for a while is waited for; one gone for goo
   });
   assert.equal(exit, 3);
   assert.match(err, /cannot reach the sluice API/);
+});
+
+test('a replay\'s total: the API\'s, or estimated from the file\'s size and the confirmed part; none for a follow', () => {
+  const base = { id: 'r', kind: 'logs', state: 'running', published: 4_000 } as unknown as RunView;
+  const at = (over: Record<string, unknown>) => ({ ...base, ...over }) as unknown as RunView;
+  assert.equal(totalOf(at({ total: 9_000 })), 9_000);
+  // 3,000 lines confirmed in the first 300,000 bytes of a 1,000,000-byte file: about 10,000 lines.
+  assert.equal(totalOf(at({ fileBytes: 1_000_000, checkpoint: { item: 3_000, offset: 300_000 } })), 10_000);
+  assert.equal(totalOf(at({ fileBytes: 1_000_000, checkpoint: { item: 0, offset: 0 } })), null, 'nothing confirmed yet: no estimate');
+  assert.equal(totalOf(at({ state: 'done', fileBytes: 1_000_000, checkpoint: { item: 0, offset: 0 } })), 4_000, 'over: what it published');
+  assert.equal(totalOf(at({ checkpoint: { item: 3_000, offset: 300_000 } })), null, 'a follow or an upload has no size');
+  const line = progressLine({ run: at({ fileBytes: 1_000_000, checkpoint: { item: 3_000, offset: 300_000 } }), phase: 'publish', rate: 2_000, tick: 0, now: 0 }, painter(false), 120);
+  assert.match(line, /4,000\/10,000 lines .*ETA 3s/);
 });
