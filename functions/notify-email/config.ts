@@ -30,7 +30,9 @@ export const configShape = {
   GROUP_WINDOW_S: z.coerce.number().min(0).max(3600).default(30),
   /** Most emails per second handed to SES (SES's default production quota is 14). */
   SES_MAX_PER_SECOND: z.coerce.number().positive().max(10_000).default(14),
-  /** Attempts per email on throttling or transient SES errors before it is marked failed. */
+  /** Longest SES call; past it the mail is 'unknown' (SES may have read it), never resent. */
+  SES_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
+  /** Attempts per email on throttling (or SES not reached) before it is marked failed. */
   SES_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(6),
   /** How often the outbox is polled for due emails. */
   OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(200),

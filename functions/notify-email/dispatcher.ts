@@ -1,10 +1,11 @@
 // Sends what the outbox holds, at most once per row:
 //   1. find groups whose first row is due (owner mails at once, operator mails after the group window);
 //   2. claim the group's pending rows (status 'sending') in their own commit - only then send;
-//   3. SES accepted -> 'sent'; SES refused for now (throttled, unavailable, not reached) ->
-//      back to 'pending' with a backoff, up to SES_MAX_ATTEMPTS; refused for good -> 'failed';
-//      no answer (timeout, connection lost after sending) -> 'unknown': it may have gone out,
-//      so it is never sent again, and it is logged for a person to check.
+//   3. SES accepted -> 'sent'; SES refused for now (throttled, not reached) -> back to
+//      'pending' with a backoff, up to SES_MAX_ATTEMPTS; refused for good (4xx) -> 'failed';
+//      an answer that may have come after SES accepted (5xx, timeout, connection reset after
+//      sending) -> 'unknown': it may have gone out, so it is never sent again; it is counted
+//      and logged (dedupe keys, never the address or body) for a person to check.
 // A crash between claim and answer leaves rows in 'sending'; after the lease they turn
 // 'unknown' too. So a crash can cost at most the email in flight, and never sends one twice.
 import { randomUUID } from 'node:crypto';
@@ -31,8 +32,8 @@ export interface OutboxStore {
   release(batchId: string, retryAt: Date, error: string): Promise<void>;
   /** The batch ends here: 'failed' (SES refused it for good) or 'unknown' (no answer: it may have gone out). */
   markFailed(batchId: string, status: 'failed' | 'unknown', error: string): Promise<void>;
-  /** Rows left in 'sending' since before `claimedBefore` (their sender died) become 'unknown'. */
-  expireClaims(claimedBefore: Date): Promise<number>;
+  /** Rows left in 'sending' since before `claimedBefore` (their sender died) become 'unknown'; returns their dedupe keys. */
+  expireClaims(claimedBefore: Date): Promise<string[]>;
 }
 
 export type SendOutcome = 'retry' | 'failed' | 'unknown';
@@ -51,6 +52,12 @@ export interface EmailSender {
   send(email: Email): Promise<string>;
 }
 
+/** Where an outbox row ended up after a send (or a lease expiry); 'retry' means back to pending. */
+export type RowOutcome = 'sent' | 'retry' | 'failed' | 'unknown';
+
+/** SES error texts may quote the recipient: logs get `<address>` instead. */
+export const redactAddresses = (text: string) => text.replace(/[^\s@<>()[\]"',;:]+@[^\s@<>()[\]"',;:]+/g, '<address>');
+
 export interface DispatcherOptions {
   store: OutboxStore;
   sender: EmailSender;
@@ -61,6 +68,8 @@ export interface DispatcherOptions {
   /** First retry delay; doubles with every attempt. */
   backoffMs?: number;
   leaseMs?: number;
+  /** Counts rows by outcome (the sluice_email_outbox_total metric). */
+  count?: (outcome: RowOutcome, rows: number) => void;
   now?: () => Date;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -71,6 +80,7 @@ export function createDispatcher(opts: DispatcherOptions) {
   const backoffMs = opts.backoffMs ?? 1_000;
   const render = renderFor(opts.operatorAddress);
   const leaseMs = opts.leaseMs ?? 5 * 60_000;
+  const count = opts.count ?? (() => {});
   // Token bucket: `maxPerSecond` sends per second on average, bursts of at most that many.
   let tokens = opts.maxPerSecond;
   let refilledAt = now().getTime();
@@ -101,10 +111,11 @@ export function createDispatcher(opts: DispatcherOptions) {
     for (let attempt = 1; ; attempt++) {
       try {
         await opts.store.markSent(batchId, id, now());
+        count('sent', rows.length);
         return 1;
       } catch (err) {
         if (attempt >= 5) {
-          opts.log.error({ groupKey, sesMessageId: id, err: String(err) }, 'email sent but not recorded; its rows stay claimed and expire as unknown');
+          opts.log.error({ groupKey, dedupeKeys: rows.map((r) => r.dedupeKey), sesMessageId: id, err: String(err) }, 'email sent but not recorded; its rows stay claimed and expire as unknown');
           return 1;
         }
         await sleep(200 * attempt);
@@ -113,19 +124,26 @@ export function createDispatcher(opts: DispatcherOptions) {
   }
 
   async function settleFailure(groupKey: string, batchId: string, rows: ClaimedRow[], err: unknown): Promise<void> {
+    // Anything but a SendError is an error nobody placed: it may have come after SES accepted.
     const outcome = err instanceof SendError ? err.outcome : 'unknown';
-    const message = err instanceof Error ? err.message : String(err);
+    const message = err instanceof SendError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const attempts = Math.max(...rows.map((r) => r.attempts));
+    const dedupeKeys = rows.map((r) => r.dedupeKey);
+    // Never the address or the body in a log line: the group key and dedupe keys say which mail.
+    const logged = { groupKey, dedupeKeys, attempts, err: redactAddresses(message) };
     if (outcome === 'retry' && attempts < opts.maxAttempts) {
       const delay = backoffMs * 2 ** (attempts - 1) * (0.8 + Math.random() * 0.4);
-      opts.log.warn({ groupKey, attempts, delay: Math.round(delay), err: message }, 'SES refused the email for now; will retry');
+      opts.log.warn({ ...logged, delay: Math.round(delay) }, 'SES refused the email for now; will retry');
       await opts.store.release(batchId, new Date(now().getTime() + delay), message);
+      count('retry', rows.length);
     } else if (outcome === 'unknown') {
-      opts.log.error({ groupKey, err: message }, 'no answer from SES: the email may or may not have gone out; not resending');
+      opts.log.warn(logged, 'SES may have accepted the email before this error: marked unknown, never resent; check with SES before sending it by hand');
       await opts.store.markFailed(batchId, 'unknown', message);
+      count('unknown', rows.length);
     } else {
-      opts.log.error({ groupKey, attempts, err: message }, 'email failed for good');
+      opts.log.error(logged, outcome === 'retry' ? 'SES kept refusing the email; failed after the last attempt' : 'SES rejected the email: failed');
       await opts.store.markFailed(batchId, 'failed', message);
+      count('failed', rows.length);
     }
   }
 
@@ -134,7 +152,10 @@ export function createDispatcher(opts: DispatcherOptions) {
   /** One pass over the due groups; returns the number of emails SES accepted. */
   async function tick(): Promise<number> {
     const expired = await opts.store.expireClaims(new Date(now().getTime() - leaseMs));
-    if (expired) opts.log.error({ rows: expired }, 'outbox rows were left in sending by a sender that died; marked unknown, not resent');
+    if (expired.length > 0) {
+      opts.log.warn({ dedupeKeys: expired }, 'outbox rows were left in sending by a sender that died: marked unknown, never resent');
+      count('unknown', expired.length);
+    }
     let sent = 0;
     for (;;) {
       const groups = await opts.store.dueGroups(now(), 100);

@@ -1,4 +1,5 @@
 // notify-email: queues notify.email (EV events) and notify.alerts (web-log alerts) -> email_outbox -> SES.
+import { Counter } from 'prom-client';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { jsonContract } from '../../shared/contracts/json.ts';
 import { EvEventSchema } from '../../shared/contracts/ev.ts';
@@ -12,13 +13,21 @@ import { createSesSender } from './ses.ts';
 const deps = await boot('notify-email', configShape);
 const { config, log } = deps;
 const outbox = createOutbox(deps.pool);
+// 'unknown' rows need a person (README, "Emails whose fate is unknown"): alert on this counter.
+const outboxOutcomes = new Counter({
+  name: 'sluice_email_outbox_total',
+  help: 'Outbox rows settled by the dispatcher, by outcome (sent, retry, failed, unknown)',
+  labelNames: ['outcome'] as const,
+  registers: [deps.metrics.registry],
+});
 const dispatcher = createDispatcher({
   store: outbox,
-  sender: createSesSender({ region: config.AWS_REGION, endpoint: config.SES_ENDPOINT, from: config.SES_FROM }),
+  sender: createSesSender({ region: config.AWS_REGION, endpoint: config.SES_ENDPOINT, from: config.SES_FROM, timeoutMs: config.SES_TIMEOUT_MS }),
   log,
   operatorAddress: config.ALERT_EMAIL,
   maxPerSecond: config.SES_MAX_PER_SECOND,
   maxAttempts: config.SES_MAX_ATTEMPTS,
+  count: (outcome, rows) => outboxOutcomes.inc({ outcome }, rows),
 });
 dispatcher.start(config.OUTBOX_POLL_MS);
 deps.onStop(() => dispatcher.stop());

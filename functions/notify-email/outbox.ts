@@ -56,11 +56,21 @@ export function createOutbox(db: Pool): OutboxWriter & OutboxStore {
       await pool.query('UPDATE email_outbox SET status = ?, last_error = ? WHERE batch_id = ?', [status, error.slice(0, 1024), batchId]);
     },
     async expireClaims(claimedBefore) {
-      const [result] = (await pool.query(
-        "UPDATE email_outbox SET status = 'unknown', last_error = 'the sender stopped before SES answered' WHERE status = 'sending' AND claimed_at < ?",
-        [claimedBefore],
-      )) as [{ affectedRows: number }, unknown];
-      return result.affectedRows;
+      // Few rows (a dead sender's batch): flip them one by one so each caller learns exactly which it
+      // turned unknown (two dispatchers expiring at once never both count, or both log, the same row).
+      const [rows] = (await pool.query("SELECT dedupe_key FROM email_outbox WHERE status = 'sending' AND claimed_at < ? LIMIT 1000", [claimedBefore])) as [
+        { dedupe_key: string }[],
+        unknown,
+      ];
+      const expired: string[] = [];
+      for (const { dedupe_key } of rows) {
+        const [result] = (await pool.query(
+          "UPDATE email_outbox SET status = 'unknown', last_error = 'the sender stopped before SES answered' WHERE dedupe_key = ? AND status = 'sending' AND claimed_at < ?",
+          [dedupe_key, claimedBefore],
+        )) as [{ affectedRows: number }, unknown];
+        if (result.affectedRows === 1) expired.push(dedupe_key);
+      }
+      return expired;
     },
   };
 }

@@ -12,7 +12,7 @@ import { alertDedupeKey, createAlertHandler, createHandler, outboxRows, type Not
 import { AlertEventSchema, alertContract, type AlertEvent } from '../../shared/contracts/alerts.ts';
 import { PoisonMessageError } from '../../shared/errors.ts';
 import type { ConsumeMessage } from 'amqplib';
-import { SendError, createDispatcher, type ClaimedRow, type EmailSender, type OutboxStore } from '../../functions/notify-email/dispatcher.ts';
+import { SendError, createDispatcher, redactAddresses, type ClaimedRow, type EmailSender, type OutboxStore } from '../../functions/notify-email/dispatcher.ts';
 import { classify } from '../../functions/notify-email/ses.ts';
 
 const log = pino({ level: 'silent' });
@@ -195,14 +195,14 @@ function fakeOutbox(): FakeOutbox {
       for (const r of byBatch(batchId)) Object.assign(r, { status, lastError: error.slice(0, 1024) });
     },
     async expireClaims(claimedBefore) {
-      let n = 0;
+      const keys: string[] = [];
       for (const r of rows.values()) {
         if (r.status === 'sending' && r.claimedAt !== null && r.claimedAt < claimedBefore.getTime()) {
           Object.assign(r, { status: 'unknown', lastError: 'the sender stopped before SES answered' });
-          n++;
+          keys.push(r.dedupeKey);
         }
       }
-      return n;
+      return keys;
     },
   };
 }
@@ -729,15 +729,17 @@ describe('dispatcher', () => {
 describe('ses classify', () => {
   const err = (props: Record<string, unknown>, message = 'boom') => Object.assign(new Error(message), props);
 
-  test('throttling, 429 and 5xx are retried', () => {
+  const outcome = (e: unknown) => classify(e).outcome;
+
+  test('throttling is retried: Throttling (SES answers it with 400), 429, $retryable.throttling, "Maximum sending rate exceeded"', () => {
     for (const e of [
-      err({ name: 'Throttling', $metadata: { httpStatusCode: 400 } }, 'Maximum sending rate exceeded.'),
+      err({ name: 'Throttling', $fault: 'client', $metadata: { httpStatusCode: 400 } }, 'Maximum sending rate exceeded.'),
+      err({ name: 'Throttling', $metadata: { httpStatusCode: 400 } }, 'Daily message quota exceeded.'),
       err({ name: 'ThrottlingException' }),
       err({ name: 'TooManyRequestsException', $metadata: { httpStatusCode: 429 } }),
       err({ name: 'SomethingElse', $metadata: { httpStatusCode: 429 } }),
-      err({ name: 'ServiceUnavailable', $metadata: { httpStatusCode: 503 } }),
-      err({ name: 'InternalFailure', $metadata: { httpStatusCode: 500 } }),
-      err({ name: 'Whatever', $metadata: { httpStatusCode: 502 } }),
+      err({ name: 'SESServiceException', $retryable: { throttling: true }, $metadata: { httpStatusCode: 400 } }),
+      err({ name: 'SESServiceException', $metadata: { httpStatusCode: 400 } }, 'Maximum sending rate exceeded.'),
     ]) {
       const out = classify(e);
       assert.ok(out instanceof SendError);
@@ -747,24 +749,173 @@ describe('ses classify', () => {
     }
   });
 
-  test('connection refused (nothing was sent) is retried, also when the code sits on the cause', () => {
-    assert.equal(classify(err({ code: 'ECONNREFUSED' }, 'connect ECONNREFUSED 127.0.0.1:9')).outcome, 'retry');
-    assert.equal(classify(err({ cause: { code: 'ECONNREFUSED' } })).outcome, 'retry');
-    assert.equal(classify(err({ code: 'ENOTFOUND' })).outcome, 'retry');
+  test('a 5xx is unknown, never retried: SES may have accepted the mail before it failed', () => {
+    for (const e of [
+      err({ name: 'ServiceUnavailable', $fault: 'server', $metadata: { httpStatusCode: 503 } }),
+      err({ name: 'InternalFailure', $fault: 'server', $metadata: { httpStatusCode: 500 } }),
+      err({ name: 'Whatever', $metadata: { httpStatusCode: 502 } }),
+      err({ name: 'Unknown', $metadata: { httpStatusCode: 504 } }, 'Maximum sending rate exceeded.'), // a 5xx stays ambiguous whatever it says
+      err({ name: 'SESServiceException', $fault: 'server' }),
+    ]) {
+      assert.equal(outcome(e), 'unknown', `${e.name} ${JSON.stringify((e as { $metadata?: unknown }).$metadata)}`);
+    }
   });
 
-  test('400 MessageRejected fails for good', () => {
-    const out = classify(err({ name: 'MessageRejected', $metadata: { httpStatusCode: 400 } }, 'Email address is not verified.'));
+  test('not reached (nothing was sent) is retried: connection refused, DNS, the connect timeout; also when the code sits on the cause', () => {
+    assert.equal(outcome(err({ code: 'ECONNREFUSED' }, 'connect ECONNREFUSED 127.0.0.1:9')), 'retry');
+    assert.equal(outcome(err({ cause: { code: 'ECONNREFUSED' } })), 'retry');
+    assert.equal(outcome(err({ code: 'ENOTFOUND' })), 'retry');
+    assert.equal(outcome(err({ code: 'EAI_AGAIN' })), 'retry');
+    // @smithy/node-http-handler's connectionTimeout
+    assert.equal(
+      outcome(err({ name: 'TimeoutError' }, '@smithy/node-http-handler - the request socket did not establish a connection with the server within the configured timeout of 5000 ms.')),
+      'retry',
+    );
+  });
+
+  test('a 4xx rejection fails for good; a 4xx that says "not now" (request timeout, clock skew, expired token) is retried', () => {
+    const out = classify(err({ name: 'MessageRejected', $fault: 'client', $metadata: { httpStatusCode: 400 } }, 'Email address is not verified.'));
     assert.equal(out.outcome, 'failed');
     assert.match(out.message, /^MessageRejected: Email address is not verified\.$/);
+    assert.equal(outcome(err({ name: 'InvalidParameterValue', $metadata: { httpStatusCode: 400 } }, 'Missing final @domain')), 'failed');
+    assert.equal(outcome(err({ name: 'AccessDenied', $metadata: { httpStatusCode: 403 } })), 'failed');
+    assert.equal(outcome(err({ name: 'RequestExpired', $metadata: { httpStatusCode: 400 } })), 'retry');
+    assert.equal(outcome(err({ name: 'RequestTimeout', $metadata: { httpStatusCode: 408 } })), 'retry');
   });
 
-  test('timeouts and aborts without a status are unknown (may have gone out)', () => {
-    assert.equal(classify(new DOMException('The operation was aborted due to timeout', 'TimeoutError')).outcome, 'unknown');
-    assert.equal(classify(err({ name: 'TimeoutError' })).outcome, 'unknown');
-    assert.equal(classify(err({ name: 'AbortError' }, 'Request aborted')).outcome, 'unknown');
-    assert.equal(classify(err({ code: 'ECONNRESET' }, 'socket hang up')).outcome, 'unknown');
-    assert.equal(classify('weird').outcome, 'unknown');
+  test('timeouts, aborts, resets and hang-ups after the request went out are unknown (may have gone out)', () => {
+    assert.equal(outcome(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), 'unknown');
+    assert.equal(outcome(err({ name: 'TimeoutError' })), 'unknown');
+    assert.equal(outcome(err({ name: 'AbortError' }, 'Request aborted')), 'unknown');
+    assert.equal(outcome(err({ code: 'ECONNRESET' }, 'socket hang up')), 'unknown');
+    // The Node handler renames ECONNRESET / EPIPE / ETIMEDOUT errors TimeoutError.
+    assert.equal(outcome(err({ name: 'TimeoutError', code: 'ECONNRESET' }, 'socket hang up')), 'unknown');
+    assert.equal(outcome(err({ name: 'TimeoutError', code: 'EPIPE' }, 'write EPIPE')), 'unknown');
+    assert.equal(outcome(err({ name: 'TimeoutError', code: 'ETIMEDOUT' }, 'a request has exceeded the configured 1000 ms requestTimeout.')), 'unknown');
+    assert.equal(outcome('weird'), 'unknown');
+    assert.equal(outcome(undefined), 'unknown');
+  });
+});
+
+describe('dispatcher decisions on classified SES errors', () => {
+  const sdkError = (props: Record<string, unknown>, message = 'boom') => Object.assign(new Error(message), props);
+  /** A sender that fails like the SES client does: the SDK error, classified. */
+  const failing = (...errors: (Error | string)[]): Behaviour => (_e, n) => {
+    const e = errors[Math.min(n, errors.length - 1)]!;
+    return typeof e === 'string' ? e : classify(e);
+  };
+  const counting = () => {
+    const counts: Record<string, number> = {};
+    return { counts, count: (outcome: string, rows: number) => void (counts[outcome] = (counts[outcome] ?? 0) + rows) };
+  };
+  function withCount(o: Parameters<typeof setup>[0]) {
+    const c = counting();
+    const s = setup(o);
+    const dispatcher = createDispatcher({ store: s.outbox, sender: s.sender, log, operatorAddress: OPERATOR, maxPerSecond: 1000, maxAttempts: o?.maxAttempts ?? 5, backoffMs: 1_000, now: s.clock.now, sleep: s.clock.sleep, count: c.count });
+    return { ...s, dispatcher, counts: c.counts };
+  }
+  /** Ticks for a simulated day, far past every backoff. */
+  async function drain(s: Setup) {
+    for (let i = 0; i < 30; i++) {
+      await s.dispatcher.tick();
+      s.clock.advance(3_600_000);
+    }
+  }
+
+  test('throttling is retried with backoff until SES accepts: one email', async () => {
+    const throttled = sdkError({ name: 'Throttling', $fault: 'client', $metadata: { httpStatusCode: 400 } }, 'Maximum sending rate exceeded.');
+    const s = withCount({ behaviour: failing(throttled, sdkError({ $metadata: { httpStatusCode: 429 }, name: 'TooManyRequestsException' }), 'ses-ok') });
+    const e = evEvent();
+    await s.receive([e]);
+    await drain(s);
+    const row = s.outbox.row(`owner:${e.eventId}`);
+    assert.equal(row.status, 'sent');
+    assert.equal(row.attempts, 3);
+    assert.equal(s.sender.calls.length, 3);
+    assert.deepEqual(s.counts, { retry: 2, sent: 1 });
+  });
+
+  for (const [what, error] of [
+    ['a 500 InternalFailure', sdkError({ name: 'InternalFailure', $fault: 'server', $metadata: { httpStatusCode: 500 } }, 'We encountered an internal error.')],
+    ['a 503 ServiceUnavailable', sdkError({ name: 'ServiceUnavailable', $fault: 'server', $metadata: { httpStatusCode: 503 } })],
+    ['a timeout', sdkError({ name: 'AbortError' }, 'Request aborted')],
+    ['a connection reset after sending', sdkError({ name: 'TimeoutError', code: 'ECONNRESET' }, 'socket hang up')],
+  ] as const) {
+    test(`${what}: the mail is unknown, sent exactly once, never again; counted and logged without the address`, async () => {
+      const lines: string[] = [];
+      const warnLog = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+      const c = counting();
+      const s = setup({ behaviour: failing(error, 'would-be-second-email') });
+      const dispatcher = createDispatcher({ store: s.outbox, sender: s.sender, log: warnLog, operatorAddress: OPERATOR, maxPerSecond: 1000, maxAttempts: 5, now: s.clock.now, sleep: s.clock.sleep, count: c.count });
+      const e = evEvent({ sessionId: 'amb' });
+      await s.receive([e]);
+      for (let i = 0; i < 30; i++) {
+        await dispatcher.tick();
+        s.clock.advance(3_600_000);
+      }
+      // A redelivered event finds its row: still nothing resent.
+      await s.receive([e]);
+      await dispatcher.tick();
+      const row = s.outbox.row(`owner:${e.eventId}`);
+      assert.equal(row.status, 'unknown');
+      assert.equal(row.attempts, 1);
+      assert.equal(s.sender.calls.length, 1, 'one SES call, ever');
+      assert.deepEqual(c.counts, { unknown: 1 });
+      const warn = lines.map((l) => JSON.parse(l) as { level: number; dedupeKeys?: string[]; msg: string }).find((l) => l.dedupeKeys);
+      assert.ok(warn, 'a log line names the mail');
+      assert.equal(warn.level, 40, 'at warn');
+      assert.deepEqual(warn.dedupeKeys, [`owner:${e.eventId}`]);
+      assert.match(warn.msg, /unknown/);
+      for (const l of lines) {
+        assert.ok(!l.includes(e.owner.email), `no address in ${l}`);
+        assert.ok(!l.includes('Hello'), `no body in ${l}`);
+      }
+    });
+  }
+
+  test('a rejection (400 MessageRejected) is failed at once, not retried; its address is not logged', async () => {
+    const lines: string[] = [];
+    const s = setup({
+      behaviour: failing(sdkError({ name: 'MessageRejected', $fault: 'client', $metadata: { httpStatusCode: 400 } }, 'Email address is not verified: rej@owners.example'), 'x'),
+    });
+    const dispatcher = createDispatcher({ store: s.outbox, sender: s.sender, log: pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) }), operatorAddress: OPERATOR, maxPerSecond: 1000, maxAttempts: 5, now: s.clock.now, sleep: s.clock.sleep });
+    const e = evEvent({ sessionId: 'rej' });
+    await s.receive([e]);
+    for (let i = 0; i < 5; i++) {
+      await dispatcher.tick();
+      s.clock.advance(3_600_000);
+    }
+    assert.equal(s.outbox.row(`owner:${e.eventId}`).status, 'failed');
+    assert.equal(s.sender.calls.length, 1);
+    assert.ok(lines.length > 0 && lines.every((l) => !l.includes('rej@owners.example')), lines.join('\n'));
+    assert.ok(lines.some((l) => l.includes('<address>')));
+  });
+
+  test('an operator digest that ends unknown counts each of its rows; rows expired past the lease count as unknown too', async () => {
+    const s = withCount({ rules: parseRules('charge.fault=operator,charge.stalled=operator'), behaviour: failing(sdkError({ name: 'Whatever', $metadata: { httpStatusCode: 502 } })) });
+    await s.receive([evEvent({ sessionId: 'd1', type: 'charge.fault' }), evEvent({ sessionId: 'd2', type: 'charge.stalled' })]);
+    await s.outbox.enqueue([{ ...outboxRows(evEvent({ sessionId: 'dead' }), { outbox: s.outbox, rules: parseRules('charge.completed=owner'), operatorEmail: OPERATOR, groupWindowMs: 0 }, s.clock.now())[0]! }]);
+    await s.outbox.claim('owner:dead:charge.completed', 'crashed', s.clock.now());
+    s.clock.advance(WINDOW_MS);
+    await drain(s);
+    assert.deepEqual(statuses(s.outbox), { 'operator:d1:charge.fault': 'unknown', 'operator:d2:charge.stalled': 'unknown', 'owner:dead:charge.completed': 'unknown' });
+    assert.equal(s.sender.calls.length, 1);
+    assert.deepEqual(s.counts, { unknown: 3 });
+  });
+
+  test('throttled past maxAttempts ends failed (counted), never unknown', async () => {
+    const s = withCount({ maxAttempts: 3, behaviour: failing(sdkError({ name: 'Throttling', $metadata: { httpStatusCode: 400 } }, 'Maximum sending rate exceeded.')) });
+    const e = evEvent();
+    await s.receive([e]);
+    await drain(s);
+    assert.equal(s.outbox.row(`owner:${e.eventId}`).status, 'failed');
+    assert.equal(s.sender.calls.length, 3);
+    assert.deepEqual(s.counts, { retry: 2, failed: 1 });
+  });
+
+  test('redactAddresses hides addresses in error texts', () => {
+    assert.equal(redactAddresses('MessageRejected: Email address is not verified. The following identities failed the check in region US-EAST-1: a.b+c@x.example, <d@y.example>'),
+      'MessageRejected: Email address is not verified. The following identities failed the check in region US-EAST-1: <address>, <<address>>');
   });
 });
 
