@@ -1,11 +1,13 @@
-// The consumer runtime of queue functions. It owns everything but the logic:
-// prefetch, batching (up to `batchSize` messages or `batchWaitMs`), decoding and
-// validation through the queue's contract, calling the handler, and settling
-// every message only after the handler's writes are durable:
+// The consumer runtime of queue functions: it owns everything but the logic. This file is the
+// driver: it subscribes (prefetch), buffers deliveries into batches (up to `batchSize` messages,
+// `batchMaxBytes` of bodies, or `batchWaitMs`), decodes them through the queue's contract, calls
+// the handler, settles every message only after the handler's writes are durable, and stops.
+// What becomes of each message is decided by the pure policy in batch-policy.ts:
 //   handler returns          -> ack
 //   handler reports failures -> those go to retry (or DLQ), the rest are acked
 //   handler throws           -> the batch is split and each message retried alone,
 //                               so one bad message cannot hold back its batch
+//   a dependency is down     -> the batch is held (unacked, in order, no attempt spent)
 //   PermanentError / invalid body / too many attempts -> <queue>.dlq with the reason
 // Retries go through <queue>.retry, whose TTL dead-letters them back to the queue.
 import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib';
@@ -13,8 +15,9 @@ import type { AmqpClient } from './connection.ts';
 import type { Publisher } from './publisher.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { PermanentError, errorMessage, isUnavailable } from '../errors.ts';
+import { errorMessage } from '../errors.ts';
 import { deadLetterQueue, retryQueue } from '../../infra/topology.ts';
+import { ATTEMPT_HEADER, afterBatch, afterEach, afterProbe, attemptOf, batchIsFull, batchLimits, begin, nextBatchLength, settle, type Decision, type Ending, type Entry, type Round, type Step } from './batch-policy.ts';
 
 /** Decodes and validates a message; throws PoisonMessageError naming what is wrong. */
 export interface Contract<T> {
@@ -102,12 +105,8 @@ interface Delivery {
   subscription: number;
 }
 
-type Outcome = { kind: 'ack' } | { kind: 'retry'; reason: string } | { kind: 'dead'; reason: string };
-
-const ATTEMPT_HEADER = 'x-sluice-attempt';
-
 export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T>): Promise<Consumer> {
-  const { queue, log } = opts;
+  const { queue, log, probe } = opts;
   let channel: Channel | null = null;
   let consumerTag: string | null = null;
   let buffer: Delivery[] = [];
@@ -118,12 +117,8 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let lastDeliveryAt = 0;
   let model: ChannelModel | null = null;
   let subscriptions = 0;
-  const batchMaxBytes = opts.batchMaxBytes ?? Infinity;
-  // Room for the batch being handled and the next one filling up, within the memory budget.
-  const prefetch = Math.max(1, Math.min(opts.batchSize * 2, Math.floor((opts.prefetchMaxBytes ?? Infinity) / (opts.messageMaxBytes ?? 1))));
-  // With the prefetch cut by the budget, a batch is half of it: one is handled while the next arrives
-  // (a batch waiting for more messages than the prefetch lets in would wait for the timer every time).
-  const batchSize = Math.max(1, Math.min(opts.batchSize, Math.floor(prefetch / 2)));
+  const { prefetch, batchSize } = batchLimits(opts);
+  const limits = { batchSize, batchMaxBytes: opts.batchMaxBytes ?? Infinity };
   // Bytes of bodies in `buffer`: a batch is cut at batchMaxBytes.
   let bufferBytes = 0;
   const bytesOf = (list: Delivery[]) => list.reduce((n, d) => n + d.msg.content.length, 0);
@@ -159,7 +154,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
 
   function schedule(): void {
     if (inFlight || pausing) return; // the running loop picks the buffer up when it finishes
-    if (buffer.length >= batchSize || bufferBytes >= batchMaxBytes) return void run();
+    if (batchIsFull(buffer.length, bufferBytes, limits)) return void run();
     timer ??= setTimeout(run, opts.batchWaitMs);
   }
 
@@ -180,90 +175,58 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       });
   }
 
-  /** The next batch: up to batchSize messages and batchMaxBytes of bodies (one message at least). */
   function takeBatch(): Delivery[] {
-    let n = 0;
-    let bytes = 0;
-    while (n < buffer.length && n < batchSize) {
-      const size = buffer[n]!.msg.content.length;
-      if (n > 0 && bytes + size > batchMaxBytes) break;
-      bytes += size;
-      n++;
-    }
-    bufferBytes -= bytes;
-    return buffer.splice(0, n);
+    const batch = buffer.splice(0, nextBatchLength(buffer.map((d) => d.msg.content.length), limits));
+    bufferBytes -= bytesOf(batch);
+    return batch;
   }
 
   async function handleBatch(batch: Delivery[]): Promise<void> {
-    const outcomes: Outcome[] = new Array(batch.length);
+    const entries: Entry[] = [];
     const items: BatchItem<T>[] = [];
-    const itemIndex: number[] = []; // items[i] came from batch[itemIndex[i]]
-    batch.forEach(({ msg }, i) => {
-      const attempt = attemptOf(msg);
+    for (const { msg } of batch) {
+      const attempt = attemptOf(msg.properties.headers);
       try {
-        const body = opts.contract.decode(msg);
-        items.push({
-          body,
-          attempt,
-          messageId: msg.properties.messageId ? String(msg.properties.messageId) : undefined,
-          routingKey: msg.fields.routingKey,
-          redelivered: msg.fields.redelivered,
-          publishedAt: typeof msg.properties.timestamp === 'number' ? msg.properties.timestamp : undefined,
-        });
-        itemIndex.push(i);
-      } catch (err) {
-        outcomes[i] = { kind: 'dead', reason: `${opts.contract.name}: ${errorMessage(err)}` };
+        items.push(itemOf(msg, opts.contract.decode(msg), attempt));
+        entries.push({ attempt, decoded: true });
+      } catch (error) {
+        entries.push({ attempt, decoded: false, error });
       }
-    });
-
+    }
+    const ctx: BatchContext = { log, queue, subscription: batch[0]!.subscription };
+    const round: Round = { size: items.length, holds: 0, canProbe: probe !== undefined };
     const started = performance.now();
-    let failures = await runHandler(items, batch[0]!.subscription);
-    // A dependency is down (the database, typically): that says nothing about the messages.
-    // Hold the batch - unacked, in order, no attempt counted - and try again with a backoff,
-    // instead of spending the messages' attempts and dead-lettering them during an outage.
-    for (let hold = 1; [...failures.values()].some(isUnavailable); hold++) {
-      if (stopping || !batch.every((d) => d.ch === channel)) return; // the broker gives them back
-      const cause = [...failures.values()].find(isUnavailable);
-      if (opts.probe && (await dependencyAnswers(opts.probe))) {
-        // The dependency is up, so the batch itself broke the connection: fail it like any error.
-        log.warn({ queue, err: errorMessage(cause), size: items.length }, 'the batch failed although the dependency answers; not holding it');
-        failures = await runHandler(items, batch[0]!.subscription, true);
-        break;
+    let step: Step = begin(items.length);
+    while (step.kind !== 'settle') {
+      if (step.kind === 'run-batch') {
+        step = afterBatch(await call(items, ctx), round);
+        continue;
       }
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(hold, 7));
-      log.warn({ queue, delay, hold, err: errorMessage(cause) }, 'a dependency is unavailable; holding the batch');
-      await new Promise((r) => setTimeout(r, delay));
-      failures = await runHandler(items, batch[0]!.subscription);
+      if (step.kind === 'run-each') {
+        const why = step.reason === 'batch-failed' ? 'batch failed; handling its messages one by one' : 'the batch failed although the dependency answers; not holding it';
+        log.warn({ queue, err: errorMessage(step.error), size: items.length }, why);
+        const endings: Ending[] = [];
+        for (const item of items) endings.push(await call([item], ctx));
+        step = afterEach(endings, step.reason, round);
+        continue;
+      }
+      // An outage. A stop or a lost channel ends the hold: the broker gives the messages back.
+      if (stopping || !batch.every((d) => d.ch === channel)) return;
+      if (step.kind === 'probe') {
+        step = afterProbe(await answers(probe!), step.cause, round);
+        if (step.kind !== 'hold') continue;
+      }
+      log.warn({ queue, delay: step.delayMs, hold: step.hold, err: errorMessage(step.cause) }, 'a dependency is unavailable; holding the batch');
+      const { hold, delayMs } = step;
+      round.holds = hold;
+      await new Promise((r) => setTimeout(r, delayMs));
+      step = { kind: 'run-batch' };
     }
     opts.metrics?.batchSeconds.observe({ queue }, (performance.now() - started) / 1000);
-    items.forEach((item, i) => {
-      const err = failures.get(i);
-      const at = itemIndex[i]!;
-      if (err === undefined) outcomes[at] = { kind: 'ack' };
-      else if (err instanceof PermanentError) outcomes[at] = { kind: 'dead', reason: `${err.name}: ${err.message}` };
-      else if (item.attempt >= opts.maxAttempts) outcomes[at] = { kind: 'dead', reason: `gave up after ${item.attempt} attempts: ${errorMessage(err)}` };
-      else outcomes[at] = { kind: 'retry', reason: errorMessage(err) };
-    });
 
-    await Promise.all(
-      batch.map(({ msg }, i) => {
-        const o = outcomes[i]!;
-        if (o.kind === 'retry') return forward(msg, retryQueue(queue), { [ATTEMPT_HEADER]: attemptOf(msg) + 1, 'x-sluice-last-error': o.reason });
-        if (o.kind === 'dead') {
-          log.warn({ queue, messageId: msg.properties.messageId, reason: o.reason }, 'dead-lettering message');
-          return forward(msg, deadLetterQueue(queue), {
-            'x-sluice-reason': o.reason,
-            'x-sluice-queue': queue,
-            'x-sluice-exchange': msg.fields.exchange,
-            'x-sluice-routing-key': msg.fields.routingKey,
-            'x-sluice-attempts': attemptOf(msg),
-            'x-sluice-failed-at': new Date().toISOString(),
-          });
-        }
-        return undefined;
-      }),
-    );
-    for (const o of outcomes) opts.metrics?.messages.inc({ queue, outcome: o.kind === 'dead' ? 'dead_letter' : o.kind });
+    const decisions = settle(entries, step.failures, { maxAttempts: opts.maxAttempts, contract: opts.contract.name });
+    await Promise.all(batch.map(({ msg }, i) => send(msg, decisions[i]!)));
+    for (const d of decisions) opts.metrics?.messages.inc({ queue, outcome: d.kind === 'dead' ? 'dead_letter' : d.kind });
 
     // Every message of the batch is now stored, retried or dead-lettered: settle them.
     // Batches are handled in delivery order, so acking the last tag with allUpTo covers them all.
@@ -274,36 +237,29 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
     }
   }
 
-  /**
-   * Runs the handler; returns the failed items by index. A throwing batch is retried item by item.
-   * `split`: go one by one at once (the whole batch already failed). A lone item that fails with what
-   * looks like an outage while the dependency answers is a failure of the item, not an outage.
-   */
-  async function runHandler(items: BatchItem<T>[], subscription: number, split = false): Promise<Map<number, unknown>> {
-    const failures = new Map<number, unknown>();
-    if (items.length === 0) return failures;
-    const ctx: BatchContext = { log, queue, subscription };
-    if (!split) {
-      try {
-        const result = await opts.handler(items, ctx);
-        for (const f of result?.failures ?? []) failures.set(f.index, f.error);
-        return failures;
-      } catch (err) {
-        if (isUnavailable(err)) return new Map(items.map((_, i) => [i, err]));
-        if (items.length === 1) return failures.set(0, err);
-        log.warn({ queue, err: errorMessage(err), size: items.length }, 'batch failed; handling its messages one by one');
-      }
+  /** One call of the handler, as data: what it returned, or what it threw. */
+  async function call(items: BatchItem<T>[], ctx: BatchContext): Promise<Ending> {
+    try {
+      const result = await opts.handler(items, ctx);
+      return { kind: 'returned', failures: result?.failures ?? [] };
+    } catch (error) {
+      return { kind: 'threw', error };
     }
-    for (let i = 0; i < items.length; i++) {
-      try {
-        const result = await opts.handler([items[i]!], ctx);
-        const f = result?.failures[0];
-        if (f) failures.set(i, f.error);
-      } catch (err) {
-        failures.set(i, split && isUnavailable(err) ? new BatchBrokeConnectionError(`the dependency answers, but this message's write failed with: ${errorMessage(err)}`) : err);
-      }
-    }
-    return failures;
+  }
+
+  /** Carry out a decision that needs the broker before the ack: a copy to `Q.retry` or `Q.dlq`. */
+  function send(msg: ConsumeMessage, d: Decision): Promise<void> | undefined {
+    if (d.kind === 'retry') return forward(msg, retryQueue(queue), { [ATTEMPT_HEADER]: d.attempt, 'x-sluice-last-error': d.reason });
+    if (d.kind === 'ack') return undefined;
+    log.warn({ queue, messageId: msg.properties.messageId, reason: d.reason }, 'dead-lettering message');
+    return forward(msg, deadLetterQueue(queue), {
+      'x-sluice-reason': d.reason,
+      'x-sluice-queue': queue,
+      'x-sluice-exchange': msg.fields.exchange,
+      'x-sluice-routing-key': msg.fields.routingKey,
+      'x-sluice-attempts': d.attempts,
+      'x-sluice-failed-at': new Date().toISOString(),
+    });
   }
 
   /** Publish a copy to the exchange named `target`, which feeds the queue of that name. */
@@ -361,26 +317,24 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   };
 }
 
-/** A message whose handling drops the dependency's connection while the dependency is up. */
-class BatchBrokeConnectionError extends Error {
-  override name = 'BatchBrokeConnectionError';
+function itemOf<T>(msg: ConsumeMessage, body: T, attempt: number): BatchItem<T> {
+  return {
+    body,
+    attempt,
+    messageId: msg.properties.messageId ? String(msg.properties.messageId) : undefined,
+    routingKey: msg.fields.routingKey,
+    redelivered: msg.fields.redelivered,
+    publishedAt: typeof msg.properties.timestamp === 'number' ? msg.properties.timestamp : undefined,
+  };
 }
 
-async function dependencyAnswers(probe: () => Promise<unknown>): Promise<boolean> {
+async function answers(probe: () => Promise<unknown>): Promise<boolean> {
   try {
     await probe();
     return true;
   } catch {
     return false;
   }
-}
-
-/** Attempts so far, counting our retries and the broker's redeliveries (quorum queues count them). */
-function attemptOf(msg: ConsumeMessage): number {
-  const h = msg.properties.headers ?? {};
-  const retries = Number(h[ATTEMPT_HEADER] ?? 1);
-  const redeliveries = Number(h['x-delivery-count'] ?? 0);
-  return Math.max(1, retries) + (Number.isFinite(redeliveries) ? redeliveries : 0);
 }
 
 function withoutKey(headers: MessagePropertyHeaders | undefined, key: string): MessagePropertyHeaders {
