@@ -81,7 +81,7 @@ export const ACCESS: Record<FunctionName, Access> = {
     publishes: { [LOGS_EXCHANGE]: '^logs\\.alert\\.(error_rate|scanner|silent)$' },
   },
   'ev-analytics': {
-    mysql: { ev_analytics_state: STORE, ev_analytics_clock: STORE, ev_analytics_members: [...STORE, 'DELETE'] },
+    mysql: { ev_analytics_state: STORE, ev_analytics_clock: STORE, ev_analytics_partitions: STORE, ev_analytics_members: [...STORE, 'DELETE'] },
     consumes: evPartitions,
     publishes: { [EV_EXCHANGE]: '^ev\\.event\\.[a-z_]+$' },
   },

@@ -10,9 +10,21 @@
 // touched the partition's states, so they are also kept in memory and read from
 // MySQL only once: on a new subscription (reconnect, hand-over) or after a
 // failed batch, the memory is dropped and MySQL is the truth again.
-import type { BatchHandler, BatchItemFailure } from '../../shared/amqp/consumer.ts';
+//
+// Fencing (issue 10). An instance can lose a partition while a batch is in flight (its
+// connection drops while the publish waits for a reconnect; the broker gives the partition to
+// the next consumer). When that batch finally saves, it must not overwrite the newer states of
+// the instance that took over: reloaded, they would raise false events (a session that looks
+// silent since the stale reading: charge.offline, mailed to its owner). So each partition has
+// an epoch in MySQL; a new subscription's first batch claims the partition (bumps the epoch)
+// before it reads any state, and every save is conditional on the epoch it claimed. A save that
+// is refused, or a subscription the consumer no longer holds, means the partition is lost: the
+// handler forgets the partition, writes nothing and throws PartitionLostError, an outage to the
+// runtime, which then settles nothing when the batch's channel is gone (the broker has given
+// the messages to the owner). A lost subscription never claims again: only a new one does.
+import type { BatchContext, BatchHandler, BatchItemFailure } from '../../shared/amqp/consumer.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
-import { PermanentError } from '../../shared/errors.ts';
+import { PermanentError, UnavailableError } from '../../shared/errors.ts';
 import { isOpen, type Detector, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
 import type { AnalyticsMessage } from './contract.ts';
 
@@ -20,8 +32,13 @@ export interface AnalyticsStore {
   loadStates(sessionIds: string[]): Promise<Map<string, SessionState>>;
   loadOpen(partition: number, runId: string): Promise<SessionState[]>;
   loadClock(partition: number, runId: string): Promise<RunClock | undefined>;
-  /** Upsert states (with their open flag) and the partition's clocks. */
-  save(partition: number, states: SessionState[], clocks: RunClock[]): Promise<void>;
+  /** Take the partition over: bump its epoch (recording `owner`) and return the new epoch. */
+  claim(partition: number, owner: string): Promise<number>;
+  /**
+   * Upsert states (with their open flag) and the partition's clocks, all or nothing, only while
+   * the partition's epoch is still `epoch`. false: it moved on (another holder claimed it), nothing written.
+   */
+  save(partition: number, epoch: number, states: SessionState[], clocks: RunClock[]): Promise<boolean>;
 }
 
 export interface EventSink {
@@ -34,10 +51,35 @@ export interface AnalyticsDeps {
   store: AnalyticsStore;
   events: EventSink;
   partitionOf(queue: string): number;
+  /** Recorded as the owner of the partitions this instance claims. */
+  instanceId?: string;
+  /**
+   * Whether the consumer of `partition` still holds `subscription` (connected, subscribed, no
+   * reconnect since). Must answer synchronously: it is first asked before the batch awaits anything.
+   */
+  holds?(partition: number, subscription: number | undefined): boolean;
+  /**
+   * Called when a refused save finds the subscription still held as far as we can tell (a
+   * half-dead connection the broker has already given up on): give the partition back, so
+   * that the batch's messages are redelivered rather than acked.
+   */
+  release?(partition: number): Promise<void>;
 }
 
 export class InvalidReadingError extends PermanentError {
   override name = 'InvalidReadingError';
+}
+
+/** This instance no longer owns the partition: the batch's state must not be saved, nor the batch acked as handled. */
+export class PartitionLostError extends UnavailableError {
+  override name = 'PartitionLostError';
+}
+
+/** The claim a subscription made on its partition. */
+interface Lease {
+  subscription: number | undefined;
+  epoch: number;
+  lost: boolean;
 }
 
 /** What one partition's holder keeps in memory between batches. */
@@ -52,6 +94,43 @@ interface PartitionCache {
 export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessage> {
   const { detector, store, events } = deps;
   const caches = new Map<number, PartitionCache>();
+  const leases = new Map<number, Lease>();
+  const instanceId = deps.instanceId ?? 'ev-analytics';
+  const holds = deps.holds ?? (() => true);
+
+  /** The lease of this batch's subscription: claimed on its first batch, refused once lost. */
+  async function leaseFor(partition: number, subscription: number | undefined, log: BatchContext['log']): Promise<Lease> {
+    const current = leases.get(partition);
+    if (current && current.subscription === subscription) {
+      if (current.lost) throw new PartitionLostError(`partition ${partition} was lost by subscription ${String(subscription)}`);
+      return current;
+    }
+    // Subscriptions only grow: an older one than the lease's is a batch of a consumer we replaced.
+    if (current && subscription !== undefined && current.subscription !== undefined && subscription < current.subscription) {
+      throw new PartitionLostError(`partition ${partition}: subscription ${subscription} was replaced by ${current.subscription}`);
+    }
+    const lease: Lease = { subscription, epoch: 0, lost: false };
+    leases.set(partition, lease);
+    caches.delete(partition);
+    try {
+      lease.epoch = await store.claim(partition, instanceId);
+    } catch (err) {
+      // No epoch yet: the batch's retry (same subscription) claims again.
+      if (leases.get(partition) === lease) leases.delete(partition);
+      throw err;
+    }
+    log.info({ partition, epoch: lease.epoch, subscription }, 'claimed partition');
+    return lease;
+  }
+
+  /** Forget the partition, give it back when we may still be subscribed, and refuse the batch. */
+  async function lose(partition: number, subscription: number | undefined, lease: Lease, why: string, log: BatchContext['log']): Promise<never> {
+    lease.lost = true;
+    caches.delete(partition);
+    log.warn({ partition, epoch: lease.epoch, subscription, why }, 'lost the partition: the batch is not saved and goes to its owner');
+    if (holds(partition, subscription)) await deps.release?.(partition);
+    throw new PartitionLostError(`partition ${partition} lost (${why}); epoch ${lease.epoch} is no longer current`);
+  }
 
   async function cacheFor(partition: number, subscription: number | undefined, items: AnalyticsMessage[]): Promise<PartitionCache> {
     let cache = caches.get(partition);
@@ -80,6 +159,14 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
 
   return async (items, ctx) => {
     const partition = deps.partitionOf(ctx.queue);
+    // Asked before any await: the batch was just taken from the buffer of the current subscription.
+    if (!holds(partition, ctx.subscription)) {
+      const current = leases.get(partition);
+      if (current && current.subscription === ctx.subscription) current.lost = true;
+      caches.delete(partition);
+      throw new PartitionLostError(`partition ${partition}: subscription ${String(ctx.subscription)} is no longer held`);
+    }
+    const lease = await leaseFor(partition, ctx.subscription, ctx.log);
     try {
       const cache = await cacheFor(partition, ctx.subscription, items.map((it) => it.body));
       const { states, clocks } = cache;
@@ -110,7 +197,10 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
       });
 
       await events.publish(raised);
-      await store.save(partition, [...changed].map((id) => states.get(id)!), [...ticked].map((run) => clocks.get(run)!));
+      // The publish may have waited for a reconnect: by now another consumer may own the partition.
+      if (!holds(partition, ctx.subscription)) return await lose(partition, ctx.subscription, lease, 'subscription gone before the save', ctx.log);
+      const saved = await store.save(partition, lease.epoch, [...changed].map((id) => states.get(id)!), [...ticked].map((run) => clocks.get(run)!));
+      if (!saved) return await lose(partition, ctx.subscription, lease, 'another holder claimed the partition', ctx.log);
       // Closed sessions and finished runs need no memory: a late duplicate is looked up in MySQL.
       for (const id of changed) if (!isOpen(states.get(id)!)) states.delete(id);
       for (const run of ticked) {
@@ -119,7 +209,7 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
       return { failures };
     } catch (err) {
       // Memory may be ahead of MySQL now: forget it, the retry starts from the saved states.
-      caches.delete(partition);
+      if (caches.get(partition)?.subscription === ctx.subscription) caches.delete(partition);
       throw err;
     }
   };

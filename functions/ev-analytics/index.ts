@@ -3,6 +3,7 @@
 // consumer at a time (single active consumer), the others stand by, and the
 // live instances share the partitions out between them (rebalance.ts).
 import { randomUUID } from 'node:crypto';
+import type { Consumer } from '../../shared/amqp/consumer.ts';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { EV_EXCHANGE, eventRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
@@ -33,16 +34,49 @@ const events: EventSink = {
   },
 };
 const queues = Array.from({ length: EV_PARTITIONS }, (_, p) => evAnalyticsQueue(p));
+const instanceId = randomUUID();
+
+// Whether a batch's subscription is still the consumer's (fencing, handler.ts). Every broker
+// (re)connect starts a new generation; this hook is attached before the consumers', so it runs
+// before they subscribe anew. A subscription belongs to the generation in which its first batch
+// came (that batch is asked about before it awaits anything): a reconnect since means that its
+// channel, and the partition with it, are gone.
+let generation = 0;
+await deps.amqp.attach(async () => {
+  generation++;
+});
+const held = new Map<number, { subscription: number | undefined; generation: number }>();
+let consumers: Consumer[] = [];
+function holds(partition: number, subscription: number | undefined): boolean {
+  // `consumers` is filled once every consumer started; the first ones may deliver before that.
+  const consumer = consumers[partition];
+  if (!deps.amqp.connected || (consumer && !consumer.consuming)) return false;
+  const seen = held.get(partition);
+  if (seen && seen.subscription === subscription) return seen.generation === generation;
+  if (seen && subscription !== undefined && seen.subscription !== undefined && subscription < seen.subscription) return false;
+  held.set(partition, { subscription, generation });
+  return true;
+}
+
 const handler = createHandler({
   detector,
   store: createAnalyticsStore(deps.pool),
   events,
   partitionOf: (queue) => queues.indexOf(queue),
+  instanceId,
+  holds,
+  // Our claim was overtaken while the broker seems to still deliver to us: our connection is
+  // most likely half-dead (the broker has already handed the partition over). Reset it, so that
+  // the batch's channel closes and its messages are redelivered instead of acked.
+  async release(partition) {
+    deps.amqp.reset(`ev-analytics lost partition ${partition}`);
+    for (const until = Date.now() + 5_000; consumers[partition]?.consuming && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  },
 });
-const consumers = await runQueueFunction(deps, queues.map((q) => consume(q, analyticsContract, handler)));
+consumers = await runQueueFunction(deps, queues.map((q) => consume(q, analyticsContract, handler)));
 
 const rebalancer = startRebalancer({
-  instanceId: randomUUID(),
+  instanceId,
   consumers,
   membership: createMembership(deps.pool, config.REBALANCE_EVERY_MS * 3),
   log: deps.log,

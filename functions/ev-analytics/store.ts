@@ -22,18 +22,56 @@ export function createAnalyticsStore(pool: Pool): AnalyticsStore {
       const [rows] = (await pool.query('SELECT clock FROM ev_analytics_clock WHERE run_id = ? AND partition_no = ?', [runId, partition])) as [{ clock: unknown }[], unknown];
       return rows[0] ? parse<RunClock>(rows[0].clock) : undefined;
     },
-    async save(partition, states, clocks) {
-      if (states.length > 0) {
-        await pool.query(
-          `INSERT INTO ev_analytics_state (session_id, run_id, partition_no, is_open, state, updated_at) VALUES ?
-           ON DUPLICATE KEY UPDATE is_open = VALUES(is_open), state = VALUES(state), partition_no = VALUES(partition_no), updated_at = VALUES(updated_at)`,
-          [states.map((s) => [s.sessionId, s.runId, partition, isOpen(s) ? 1 : 0, JSON.stringify(s), new Date()])],
+    async claim(partition, owner) {
+      // One transaction: the bump and the read of the epoch it produced, the row locked in between.
+      const conn = await pool.getConnection();
+      try {
+        await conn.beginTransaction();
+        await conn.query(
+          'INSERT INTO ev_analytics_partitions (partition_no, epoch, owner, claimed_at) VALUES (?, 1, ?, ?) ON DUPLICATE KEY UPDATE epoch = epoch + 1, owner = VALUES(owner), claimed_at = VALUES(claimed_at)',
+          [partition, owner, new Date()],
         );
+        const [rows] = (await conn.query('SELECT epoch FROM ev_analytics_partitions WHERE partition_no = ?', [partition])) as [{ epoch: number | string }[], unknown];
+        await conn.commit();
+        return Number(rows[0]!.epoch);
+      } catch (err) {
+        await conn.rollback().catch(() => {});
+        throw err;
+      } finally {
+        conn.release();
       }
-      if (clocks.length > 0) {
-        await pool.query('INSERT INTO ev_analytics_clock (run_id, partition_no, clock) VALUES ? ON DUPLICATE KEY UPDATE clock = VALUES(clock)', [
-          clocks.map((c) => [c.runId, partition, JSON.stringify(c)]),
-        ]);
+    },
+    async save(partition, epoch, states, clocks) {
+      // The partition's row stays locked until the commit: a claim waits for a save under way,
+      // and a save after a claim sees the new epoch and writes nothing.
+      const conn = await pool.getConnection();
+      try {
+        await conn.beginTransaction();
+        const [rows] = (await conn.query('SELECT epoch FROM ev_analytics_partitions WHERE partition_no = ? FOR UPDATE', [partition])) as [{ epoch: number | string }[], unknown];
+        if (rows.length === 0 || Number(rows[0]!.epoch) !== epoch) {
+          await conn.rollback();
+          return false;
+        }
+        if (states.length > 0) {
+          await conn.query(
+            `INSERT INTO ev_analytics_state (session_id, run_id, partition_no, is_open, state, updated_at) VALUES ?
+             ON DUPLICATE KEY UPDATE is_open = VALUES(is_open), state = VALUES(state), partition_no = VALUES(partition_no), updated_at = VALUES(updated_at)`,
+            [states.map((s) => [s.sessionId, s.runId, partition, isOpen(s) ? 1 : 0, JSON.stringify(s), new Date()])],
+          );
+        }
+        if (clocks.length > 0) {
+          await conn.query('INSERT INTO ev_analytics_clock (run_id, partition_no, clock) VALUES ? ON DUPLICATE KEY UPDATE clock = VALUES(clock)', [
+            clocks.map((c) => [c.runId, partition, JSON.stringify(c)]),
+          ]);
+        }
+        await conn.query('UPDATE ev_analytics_partitions SET saved_at = ? WHERE partition_no = ?', [new Date(), partition]);
+        await conn.commit();
+        return true;
+      } catch (err) {
+        await conn.rollback().catch(() => {});
+        throw err;
+      } finally {
+        conn.release();
       }
     },
   };

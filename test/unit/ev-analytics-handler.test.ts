@@ -10,7 +10,8 @@ import { loadCatalog } from '../../shared/ev/catalog.ts';
 import { createDetector, isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
 import { planRun, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
-import { InvalidReadingError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
+import { InvalidReadingError, PartitionLostError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
+import { isUnavailable } from '../../shared/errors.ts';
 
 const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'ev.analytics.p0' };
 const catalog = loadCatalog();
@@ -37,7 +38,11 @@ interface StoredState {
 interface FakeStore extends AnalyticsStore {
   states: Map<string, StoredState>;
   clocks: Map<string, string>;
+  /** Each partition's epoch, bumped by every claim. */
+  epochs: Map<number, number>;
   saves: number;
+  /** Saves refused because their epoch was no longer current. */
+  refused: number;
   /** Everything stored, in a comparable form. */
   snapshot(): { states: [string, StoredState][]; clocks: [string, string][] };
 }
@@ -46,7 +51,9 @@ function fakeStore(log?: string[]): FakeStore {
   const s: FakeStore = {
     states: new Map(),
     clocks: new Map(),
+    epochs: new Map(),
     saves: 0,
+    refused: 0,
     snapshot: () => ({
       states: [...s.states].sort((a, b) => a[0].localeCompare(b[0])),
       clocks: [...s.clocks].sort((a, b) => a[0].localeCompare(b[0])),
@@ -69,11 +76,21 @@ function fakeStore(log?: string[]): FakeStore {
       const json = s.clocks.get(`${runId}|${partition}`);
       return json === undefined ? undefined : (JSON.parse(json) as RunClock);
     },
-    async save(partition, states, clocks) {
+    async claim(partition) {
+      const epoch = (s.epochs.get(partition) ?? 0) + 1;
+      s.epochs.set(partition, epoch);
+      return epoch;
+    },
+    async save(partition, epoch, states, clocks) {
       log?.push('save');
+      if (s.epochs.get(partition) !== epoch) {
+        s.refused++;
+        return false;
+      }
       s.saves++;
       for (const st of states) s.states.set(st.sessionId, { partition, open: isOpen(st), json: JSON.stringify(st) });
       for (const c of clocks) s.clocks.set(`${c.runId}|${partition}`, JSON.stringify(c));
+      return true;
     },
   };
   return s;
@@ -359,7 +376,111 @@ describe('memory of a held partition', () => {
     assert.deepEqual(await handOver(2), { faults: expected, unique: true });
   });
 
-  test('keeping the memory after another holder had the partition would be wrong (the test above can fail)', async () => {
-    assert.notDeepEqual(await handOver(1), { faults: expected, unique: true });
+  test('a holder that kept its memory while another claimed the partition is fenced: nothing saved, never claims again', async () => {
+    const store = fakeStore();
+    const sink = fakeSink();
+    const mine = newHandler(store, sink);
+    const other = newHandler(store, sink);
+    for (const batch of batchesOf(ITEMS.slice(0, half), [40])) await mine(batch, { ...ctx, subscription: 1 });
+    for (const batch of batchesOf(ITEMS.slice(half, half + 2_000), [40])) await other(batch, { ...ctx, subscription: 1 });
+    const theirs = store.snapshot();
+    // Back with the same subscription (impossible under single active consumer, which is why
+    // the memory may be kept): the save is refused, as an outage, so the runtime acks nothing.
+    const next = ITEMS.slice(half + 2_000, half + 2_040);
+    const mark = sink.batches.length;
+    await assert.rejects(mine(next, { ...ctx, subscription: 1 }), (err: Error) => err instanceof PartitionLostError && isUnavailable(err));
+    assert.deepEqual(store.snapshot(), theirs, 'the newer holder\'s states stand');
+    assert.equal(store.refused, 1);
+    // The runtime then runs the messages one by one: refused before any claim or write.
+    const epoch = store.epochs.get(0);
+    for (const item of next) await assert.rejects(mine([item], { ...ctx, subscription: 1 }), PartitionLostError);
+    assert.equal(store.epochs.get(0), epoch, 'a lost subscription does not claim the partition back');
+    assert.deepEqual(store.snapshot(), theirs);
+    // What the refused batch published came from the stale memory. Under single active consumer
+    // no batch reaches a subscription after another holder's claim (only the one in flight, whose
+    // memory was current: see the stale-writer test below); the point here is that none of it was saved.
+    sink.batches.splice(mark);
+    // A new subscription claims the partition again and reads the newer states.
+    for (const batch of batchesOf(ITEMS.slice(half + 2_000), [40])) await mine(batch, { ...ctx, subscription: 2 });
+    assert.equal(store.epochs.get(0), epoch! + 1);
+    assert.deepEqual(faultsOf(sink.all()), expected);
+  });
+
+  test('a subscription the consumer no longer holds saves nothing, whatever the epoch', async () => {
+    const store = fakeStore();
+    const sink = fakeSink();
+    let held = true;
+    const handler = createHandler({ detector: createDetector(), store, events: sink, partitionOf: () => 0, holds: () => held });
+    const batches = batchesOf(ITEMS, [40]);
+    await handler(batches[0]!, { ...ctx, subscription: 1 });
+    const before = store.snapshot();
+    // The connection drops while the events of the next batch are being published.
+    const gated: EventSink = { publish: async (events) => ((held = false), sink.publish(events)) };
+    const losing = createHandler({ detector: createDetector(), store, events: gated, partitionOf: () => 0, holds: () => held });
+    await assert.rejects(losing(batches[0]!, { ...ctx, subscription: 1 }), PartitionLostError);
+    assert.equal(store.saves, 1, 'only the first batch was saved');
+    assert.deepEqual(store.snapshot(), before);
+    // Not held at the start of a batch: refused before it claims anything.
+    const epoch = store.epochs.get(0);
+    await assert.rejects(losing(batches[1]!, { ...ctx, subscription: 2 }), PartitionLostError);
+    assert.equal(store.epochs.get(0), epoch);
+  });
+
+  /**
+   * The stale writer of issue 10: A's batch k is in flight, its publish waiting for a reconnect;
+   * meanwhile B takes the partition over (B redelivered from batch k) and carries on; then A's
+   * publish returns and A saves. C reloads afterwards. `fenced: false` ignores the epoch on saves.
+   */
+  async function staleWriter(fenced: boolean) {
+    const store = fakeStore();
+    const unfenced: AnalyticsStore = { ...store, save: (p, _epoch, states, clocks) => store.save(p, store.epochs.get(p)!, states, clocks) };
+    const used = fenced ? store : unfenced;
+    const sink = fakeSink();
+    let reached!: () => void;
+    const blocked = new Promise<void>((r) => (reached = r));
+    let reconnect!: () => void;
+    const reconnected = new Promise<void>((r) => (reconnect = r));
+    let waits = false;
+    const aSink: EventSink = {
+      async publish(events) {
+        if (waits) reached(), await reconnected;
+        await sink.publish(events);
+      },
+    };
+    const a = newHandler(used, aSink);
+    const b = newHandler(used, sink);
+    const c = newHandler(used, sink);
+    const batches = batchesOf(ITEMS, [40]);
+    const k = Math.floor(batches.length / 3);
+    const m = Math.floor(batches.length / 3);
+    for (const batch of batches.slice(0, k)) await a(batch, { ...ctx, subscription: 1 });
+    waits = true;
+    const late = a(batches[k]!, { ...ctx, subscription: 1 });
+    await blocked;
+    for (const batch of batches.slice(k, k + m)) await b(batch, { ...ctx, subscription: 1 });
+    const theirs = store.snapshot();
+    reconnect();
+    const outcome = await late.then(
+      () => 'saved',
+      (err: Error) => err.name,
+    );
+    const overwritten = JSON.stringify(store.snapshot()) !== JSON.stringify(theirs);
+    for (const batch of batches.slice(k + m)) await c(batch, { ...ctx, subscription: 1 });
+    return { outcome, overwritten, faults: faultsOf(sink.all()) };
+  }
+
+  test('stale writer: a batch saved after another instance took the partition over is refused, and no false charge.offline follows', async () => {
+    const r = await staleWriter(true);
+    assert.equal(r.outcome, 'PartitionLostError');
+    assert.equal(r.overwritten, false, 'the newer owner\'s states stand');
+    assert.deepEqual(r.faults, expected);
+  });
+
+  test('without the fence the same schedule overwrites the newer state and raises false events (the test above can fail)', async () => {
+    const r = await staleWriter(false);
+    assert.equal(r.outcome, 'saved');
+    assert.equal(r.overwritten, true);
+    const extra = [...r.faults].filter((f) => !expected.has(f));
+    assert.ok(extra.some((f) => f.endsWith(' charge.offline')), `false events: ${extra.join(', ') || 'none'}`);
   });
 });
