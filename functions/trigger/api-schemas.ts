@@ -64,6 +64,8 @@ export const RunSchema = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   finishedAt: z.string().nullable(),
+  owner: z.string().nullable().optional().describe('The trigger process that drives the run (host:pid:random); null for a run from before owners'),
+  epoch: z.number().int().optional().describe('Bumped each time a trigger claims the run from one that stopped reporting; only the current owner and epoch may write the run'),
 });
 
 export const RunWithStoredSchema = RunSchema.extend({

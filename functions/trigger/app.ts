@@ -241,7 +241,7 @@ export function createApp(deps: AppDeps) {
         const source = request.source ?? file.defaultSource;
         const muted = alertsParams(request.alerts);
         const run = await deps.runs.create({ kind: 'logs', source, file: request.file, params: Object.keys(muted).length ? muted : null });
-        deps.runner.start(run.id, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file, { alerts: request.alerts }));
+        deps.runner.start(run, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file, { alerts: request.alerts }));
         return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
       }
       // A followed file, or a glob (followed, or read once): functions/trigger/follow.ts.
@@ -251,7 +251,7 @@ export function createApp(deps: AppDeps) {
       if (!found.ok) return fail(reply, found.status, found.message);
       const source = request.source ?? found.defaultSource;
       const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob, ...alertsParams(request.alerts) } });
-      deps.runner.start(run.id, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts: request.alerts }));
+      deps.runner.start(run, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts: request.alerts }));
       return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
     } catch (err) {
       if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
@@ -302,7 +302,7 @@ export function createApp(deps: AppDeps) {
       runId = run.id;
       // The request stream goes straight into the publisher: memory stays bounded by the
       // runner's window of unconfirmed messages, whatever the size of the upload.
-      done = deps.runner.runNow(run.id, (out) => {
+      done = deps.runner.runNow(run, (out) => {
         const chunks = limitedBody(body, limit, () => new BodyTooLargeError(limit, run.id, out.progress));
         return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes, undefined, { alerts })(out);
       });

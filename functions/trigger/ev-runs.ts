@@ -8,7 +8,7 @@ import { encodeJson } from '../../shared/contracts/json.ts';
 import type { Catalog } from '../../shared/ev/catalog.ts';
 import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
 import type { Position, Runner } from './runner.ts';
-import type { Run, RunStore } from './runs.ts';
+import type { LeasedRun, Run, RunStore } from './runs.ts';
 
 export const EvRunRequestSchema = z.strictObject({
   kind: z.literal('ev'),
@@ -27,7 +27,7 @@ export interface EvRuns {
   /** Plan and start a run; rejects with a RunRefusedError (a 400) when the run is too large. */
   start(request: EvRunRequest): Promise<Run>;
   /** Continue a run whose trigger died, from its checkpoint (the same seed replays the same stream). */
-  resume(run: Run): void | Promise<void>;
+  resume(run: LeasedRun): void | Promise<void>;
 }
 
 /** The request is valid but asks for more than this trigger allows; the message says what and by how much. */
@@ -80,10 +80,10 @@ export function createEvRuns(deps: {
     };
   }
 
-  function launch(run: Run, opts: SimOptions, speed: number, plans: SessionPlan[], from?: Position): void {
+  function launch(run: LeasedRun, opts: SimOptions, speed: number, plans: SessionPlan[], from?: Position): void {
     const skip = from?.item ?? 0;
     deps.runner.start(
-      run.id,
+      run,
       async (out) => {
         let wallStart = 0;
         let simStart: number | null = null;

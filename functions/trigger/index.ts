@@ -25,7 +25,9 @@ const { config, log } = deps;
 if (config.TRIGGER_TOKEN === DEV_TOKEN) log.warn({ host: config.HTTP_HOST }, 'TRIGGER_TOKEN is the development default (accepted on loopback only); set your own outside a laptop');
 
 const runs = createRunStore(deps.pool);
-const runner = createRunner({ publisher: deps.publisher, runs, log });
+// The lease: a run this trigger did not save for RUN_STALE_AFTER_S may be claimed by another one.
+const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000 });
+log.info({ owner: runs.owner }, 'run owner id');
 deps.onStop(() => runner.stop());
 const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG), maxRunMessages: config.MAX_RUN_MESSAGES });
 // Dead letters as their own RabbitMQ user (DLQ_AMQP_URL), connected on first use.

@@ -4,10 +4,19 @@
 // after its trigger died; a follow run describes a richer one), the final state,
 // and on shutdown stops every run in flight and records where it stopped, for
 // another trigger to take it over. A run stopped through the API ends `stopped`.
+//
+// Fencing. A run is executed under its lease (owner, epoch: functions/trigger/runs.ts);
+// every write is conditional on it. When a write matches no row because another
+// trigger claimed the run, this one stops publishing it at once, writes nothing
+// more (no end, no hand-back: the run is the other trigger's now) and logs it. So
+// that a trigger paused or cut off from MySQL does not publish on past its lease,
+// a publish waits for a successful save once the last one is older than 3/4 of
+// `leaseMs` (RUN_STALE_AFTER_S: when another trigger may claim the run). A runner
+// never executes the same run twice at once.
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
 import { errorMessage, isUnavailable } from '../../shared/errors.ts';
-import type { Checkpoint, FollowCheckpoint, RunStore } from './runs.ts';
+import type { Checkpoint, FollowCheckpoint, Lease, RunRef, RunStore } from './runs.ts';
 
 export interface Progress {
   /** Messages read from the source (lines, readings). */
@@ -39,13 +48,18 @@ export interface RunPublisher {
 export type RunWork = (out: RunPublisher) => Promise<void>;
 
 export interface Runner {
-  /** Run `work` in the background; its run row is finished when it ends. `from`: a resumed run's checkpoint. */
-  start(runId: string, work: RunWork, from?: Position): void;
-  /** Run `work` and wait for it (and every confirm) before returning. */
-  runNow(runId: string, work: RunWork): Promise<Progress>;
+  /**
+   * Run `work` in the background under the run's lease; its run row is finished when it ends. `from`: a
+   * resumed run's checkpoint. Refused (logged, nothing runs) when this runner already executes the run.
+   */
+  start(run: RunRef, work: RunWork, from?: Position): void;
+  /** Run `work` and wait for it (and every confirm) before returning; rejects with RunAlreadyExecuting for a run executing here. */
+  runNow(run: RunRef, work: RunWork): Promise<Progress>;
   /** Stops a run this trigger executes: it ends `stopped` with its checkpoint once every confirm is in. Null when it does not execute it. */
   stopRun(runId: string): Promise<Progress> | null;
   readonly active: number;
+  /** Ids of the runs this runner executes now. */
+  executing(): string[];
   stop(): Promise<void>;
 }
 
@@ -62,11 +76,33 @@ class RunEndedElsewhere extends Error {
   override name = 'RunEndedElsewhere';
 }
 
-export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: Logger; progressEveryMs?: number; maxInFlightPerRun?: number }): Runner {
+/** Abort reason of a run another trigger claimed (its lease moved on): nothing more is written or published here. */
+export class RunFenced extends Error {
+  override name = 'RunFenced';
+}
+
+/** A second execution of a run this runner already executes: refused. */
+export class RunAlreadyExecuting extends Error {
+  override name = 'RunAlreadyExecuting';
+  constructor(runId: string) {
+    super(`run ${runId} is already executed by this trigger`);
+  }
+}
+
+export function createRunner(deps: {
+  publisher: Publisher;
+  runs: RunStore;
+  log: Logger;
+  progressEveryMs?: number;
+  maxInFlightPerRun?: number;
+  /** RUN_STALE_AFTER_S in ms: how long after its last save a run may be claimed by another trigger. Unset: publishing never waits for a save. */
+  leaseMs?: number;
+}): Runner {
   const active = new Map<string, { abort: AbortController; done: Promise<Progress> }>();
   const maxInFlight = deps.maxInFlightPerRun ?? 1_000;
+  const renewAfterMs = deps.leaseMs === undefined ? Infinity : deps.leaseMs * 0.75;
 
-  async function execute(runId: string, work: RunWork, abort: AbortController, from: Position): Promise<Progress> {
+  async function execute(runId: string, lease: Lease, work: RunWork, abort: AbortController, from: Position): Promise<Progress> {
     const progress: Progress = { lines: from.item, published: from.item };
     // Positions of unconfirmed messages, in publish order; the checkpoint is the first of them.
     const unconfirmed: { position: Position; confirmed: boolean }[] = [];
@@ -87,13 +123,20 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
     // Saves run one after another, each with the state of the moment it runs: a
     // checkpoint written is never replaced by an older one.
     let saving: Promise<void> = Promise.resolve();
+    // When the lease was last confirmed (the start of the last save that matched the row).
+    let renewedAt = performance.now();
     const saveNow = (): Promise<void> => {
       const p = saving.then(async () => {
-        if (await deps.runs.progress(runId, progress.lines, progress.published, current())) return;
-        // Not running any more: stopped through another trigger, or ended by someone else.
+        const sent = performance.now();
+        if (await deps.runs.progress(runId, progress.lines, progress.published, current(), lease)) {
+          renewedAt = sent;
+          return;
+        }
+        // Nothing written: claimed by another trigger, stopped through another trigger, or ended by someone else.
         const run = await deps.runs.get(runId);
         if (abort.signal.aborted) return;
-        if (run?.state === 'stopping') abort.abort(new RunStopped());
+        if (run && (run.owner !== lease.owner || run.epoch !== lease.epoch)) abort.abort(fenced(run));
+        else if (run?.state === 'stopping') abort.abort(new RunStopped());
         else abort.abort(new RunEndedElsewhere(`run is ${run?.state ?? 'gone'} in the database`));
       });
       saving = p.catch(() => {});
@@ -105,6 +148,8 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       async publish(exchange, routingKey, content, options, position) {
         if (failure) throw failure;
         abort.signal.throwIfAborted();
+        // Past most of the lease since the last save (paused, or MySQL unreachable): confirm the lease before publishing more.
+        if (performance.now() - renewedAt > renewAfterMs) await out.save();
         // Bounded memory: a 2 GB file never has more than maxInFlight messages in the air.
         await waitUntil(() => inFlight < maxInFlight || failure !== null);
         if (failure) throw failure;
@@ -161,14 +206,22 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
       const error = workError ?? failure;
       if (error) throw error;
       await saving;
-      await untilAvailable(() => deps.runs.finish(runId, { state: 'done', ...progress, checkpoint: current() }));
-      deps.log.info({ runId, ...progress }, 'run done');
-      return progress;
+      // Conditional on the lease: a run claimed meanwhile by another trigger (or ended elsewhere) is not ended here.
+      if (await untilAvailable(() => deps.runs.finish(runId, { state: 'done', ...progress, checkpoint: current() }, lease))) {
+        deps.log.info({ runId, ...progress }, 'run done');
+        return progress;
+      }
+      throw await notOurs();
     } catch (err) {
+      if (err instanceof RunEndedElsewhere) throw err; // logged by notOurs
       if (abort.signal.aborted) {
         const reason: unknown = abort.signal.reason;
         await waitUntil(() => inFlight === 0);
         await saving;
+        if (reason instanceof RunFenced) {
+          deps.log.warn({ runId, ...progress, lease, reason: reason.message }, 'run claimed by another trigger: stopped publishing it here');
+          throw err;
+        }
         if (reason instanceof RunEndedElsewhere) {
           deps.log.warn({ runId, ...progress, reason: reason.message }, 'run ended elsewhere: no longer executed here');
           throw err;
@@ -176,7 +229,10 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
         if (reason instanceof RunStopped && failure === null) {
           // Stopped through the API: the end is recorded with where the confirmed stream ends.
           const at = current();
-          await untilAvailable(() => deps.runs.finish(runId, { state: 'stopped', ...progress, checkpoint: at }));
+          if (!(await untilAvailable(() => deps.runs.finish(runId, { state: 'stopped', ...progress, checkpoint: at }, lease)))) {
+            deps.log.warn({ runId, ...progress, lease }, 'run stopped, but it was claimed by another trigger or ended meanwhile: its end is not recorded here');
+            throw err;
+          }
           deps.log.info({ runId, ...progress, checkpoint: { item: at.item, offset: at.offset } }, 'run stopped');
           return progress;
         }
@@ -184,32 +240,54 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
           // A trigger going down (a deploy, a scale-in) does not end its runs: once every
           // confirm is in, the checkpoint is recorded and a live trigger resumes the run.
           const at = current();
-          await deps.runs.progress(runId, progress.lines, progress.published, at).catch(() => {});
+          await deps.runs.progress(runId, progress.lines, progress.published, at, lease).catch(() => {});
           deps.log.info({ runId, ...progress, checkpoint: { item: at.item, offset: at.offset } }, 'run handed back: another trigger will resume it');
           throw err;
         }
       }
+      if (err instanceof RunFenced) {
+        deps.log.warn({ runId, ...progress, lease, reason: err.message }, 'run claimed by another trigger: its end is not recorded here');
+        throw err;
+      }
       const reason = errorMessage(failure ?? err);
       deps.log.error({ runId, ...progress, err: reason }, 'run failed');
-      await untilAvailable(() => deps.runs.finish(runId, { state: 'failed', ...progress, error: reason })).catch(() => {});
+      const recorded = await untilAvailable(() => deps.runs.finish(runId, { state: 'failed', ...progress, error: reason }, lease)).catch(() => true);
+      if (!recorded) deps.log.warn({ runId, lease }, 'the failure is not recorded: the run was claimed by another trigger or ended meanwhile');
       throw err;
     } finally {
       clearInterval(timer);
     }
+
+    function fenced(run: Lease): RunFenced {
+      return new RunFenced(`lease ${lease.owner}#${lease.epoch} lost to ${run.owner}#${run.epoch}`);
+    }
+    /** The end matched no row: claimed by another trigger (fenced), or ended by someone else. */
+    async function notOurs(): Promise<Error> {
+      const run = await deps.runs.get(runId).catch(() => null);
+      if (run && (run.owner !== lease.owner || run.epoch !== lease.epoch)) return fenced(run);
+      deps.log.warn({ runId, ...progress, state: run?.state ?? 'gone' }, 'run ended elsewhere: its end is not recorded here');
+      return new RunEndedElsewhere(`run is ${run?.state ?? 'gone'} in the database`);
+    }
   }
 
-  function launch(runId: string, work: RunWork, from: Position = { item: 0, offset: 0 }): Promise<Progress> {
+  function launch(run: RunRef, work: RunWork, from: Position = { item: 0, offset: 0 }): Promise<Progress> {
+    // Never twice at once: two executions of one run would publish every message twice and race on its row.
+    if (active.has(run.id)) {
+      deps.log.warn({ runId: run.id, lease: { owner: run.owner, epoch: run.epoch } }, 'run already executed by this trigger: not started again');
+      return Promise.reject(new RunAlreadyExecuting(run.id));
+    }
     const abort = new AbortController();
-    const done = execute(runId, work, abort, from).finally(() => active.delete(runId));
-    active.set(runId, { abort, done });
+    const lease: Lease = { owner: run.owner, epoch: run.epoch };
+    const done = execute(run.id, lease, work, abort, from).finally(() => active.delete(run.id));
+    active.set(run.id, { abort, done });
     return done;
   }
 
   return {
-    start(runId, work, from) {
-      launch(runId, work, from).catch(() => {}); // recorded in the run row
+    start(run, work, from) {
+      launch(run, work, from).catch(() => {}); // recorded in the run row (or logged)
     },
-    runNow: (runId, work) => launch(runId, work),
+    runNow: (run, work) => launch(run, work),
     stopRun(runId) {
       const run = active.get(runId);
       if (!run) return null;
@@ -219,6 +297,7 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
     get active() {
       return active.size;
     },
+    executing: () => [...active.keys()],
     async stop() {
       for (const { abort } of active.values()) abort.abort();
       await Promise.allSettled([...active.values()].map((r) => r.done));
@@ -227,7 +306,7 @@ export function createRunner(deps: { publisher: Publisher; runs: RunStore; log: 
 }
 
 /** Record a run's end even across a short database outage (up to about a minute). */
-async function untilAvailable(fn: () => Promise<void>): Promise<void> {
+async function untilAvailable<T>(fn: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();

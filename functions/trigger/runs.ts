@@ -1,5 +1,14 @@
 // Runs live in MySQL, so their status survives a restart of the trigger.
+//
+// Ownership. A run is driven by one trigger at a time: its lease is (owner,
+// epoch). `create` gives a new run to its creator (epoch 1); claiming a stale run
+// sets the claimer as owner and bumps the epoch. Every progress, checkpoint and
+// finish update is conditional on (id, owner, epoch), so a trigger that lost its
+// run (paused, cut off from MySQL longer than RUN_STALE_AFTER_S, while another
+// claimed it) writes nothing: its update matches no row, and the runner stops
+// publishing that run at once (functions/trigger/runner.ts).
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Pool } from '../../shared/db/pool.ts';
 
 export type RunKind = 'logs' | 'ev';
@@ -44,6 +53,17 @@ export interface Checkpoint {
   follow?: FollowCheckpoint;
 }
 
+/** Who drives a run: the owner (a trigger process, see ownerId) and the epoch of its claim. */
+export interface Lease {
+  /** Null only for a run recorded before runs had owners (migration 011), until it is claimed. */
+  owner: string | null;
+  epoch: number;
+}
+
+/** What the runner needs of a run to drive it. */
+export type RunRef = { id: string } & Lease;
+
+/** The run as the API shows it (its lease is the triggers' business: see LeasedRun). */
 export interface Run {
   id: string;
   kind: RunKind;
@@ -61,6 +81,9 @@ export interface Run {
   finishedAt: string | null;
 }
 
+/** A run as the store reads it: with its lease. */
+export type LeasedRun = Run & Lease;
+
 export interface RunEnd {
   state: 'done' | 'failed' | 'stopped';
   lines: number;
@@ -71,17 +94,24 @@ export interface RunEnd {
 }
 
 export interface RunStore {
-  create(run: { kind: RunKind; source?: string | null; file?: string | null; params?: Record<string, unknown> | null }): Promise<Run>;
-  get(id: string): Promise<Run | null>;
+  /** Records a new running run owned by this trigger (epoch 1). */
+  create(run: { kind: RunKind; source?: string | null; file?: string | null; params?: Record<string, unknown> | null }): Promise<LeasedRun>;
+  get(id: string): Promise<LeasedRun | null>;
   list(limit: number): Promise<Run[]>;
-  /** Records progress of a running run; false when the run is no longer `running` (stopped or ended elsewhere): nothing was written. */
-  progress(id: string, lines: number, published: number, checkpoint: Checkpoint): Promise<boolean>;
-  /** Take over runs whose trigger stopped reporting progress `staleAfterMs` ago; returns those this caller won. */
-  claimStale(staleAfterMs: number, limit?: number): Promise<Run[]>;
+  /**
+   * Records progress of a running run held under `lease`; false when nothing was written: the run
+   * is no longer `running` (stopped or ended elsewhere) or another owner claimed it (read the run to tell).
+   */
+  progress(id: string, lines: number, published: number, checkpoint: Checkpoint, lease: Lease): Promise<boolean>;
+  /**
+   * Take over runs whose trigger stopped reporting progress `staleAfterMs` ago (but those in
+   * `exclude`: runs this trigger executes itself); returns those this caller won, with their new lease.
+   */
+  claimStale(staleAfterMs: number, limit?: number, exclude?: readonly string[]): Promise<LeasedRun[]>;
   /** Asks the trigger executing a running run to stop it: running -> stopping; false when the run was not running. */
   requestStop(id: string): Promise<boolean>;
-  /** Ends a running (or stopping) run; a run already ended is left as it is. */
-  finish(id: string, result: RunEnd): Promise<void>;
+  /** Ends a running (or stopping) run held under `lease`; false when nothing was written (ended already, or claimed by another owner). */
+  finish(id: string, result: RunEnd, lease: Lease): Promise<boolean>;
   /** Rows stored for a run by the consumers, table by table. */
   stored(run: Run): Promise<Record<string, number>>;
 }
@@ -89,12 +119,12 @@ export interface RunStore {
 interface RunRow {
   id: string; kind: RunKind; state: RunState; source: string | null; file: string | null; params: unknown;
   lines: number; published: number; checkpoint_item: number; checkpoint_offset: number; follow_checkpoint: unknown; error: string | null;
-  created_at: Date; updated_at: Date; finished_at: Date | null;
+  owner: string | null; epoch: number; created_at: Date; updated_at: Date; finished_at: Date | null;
 }
 
 const json = (v: unknown): unknown => (typeof v === 'string' ? JSON.parse(v) : v);
 
-function toRun(r: RunRow): Run {
+function toRun(r: RunRow): LeasedRun {
   const checkpoint: Checkpoint = { item: Number(r.checkpoint_item), offset: Number(r.checkpoint_offset) };
   const follow = json(r.follow_checkpoint) as FollowCheckpoint | null;
   if (follow) checkpoint.follow = follow;
@@ -109,6 +139,8 @@ function toRun(r: RunRow): Run {
     published: Number(r.published),
     checkpoint,
     error: r.error,
+    owner: r.owner,
+    epoch: Number(r.epoch),
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
     finishedAt: r.finished_at?.toISOString() ?? null,
@@ -128,15 +160,29 @@ function checkpointSet(checkpoint: Checkpoint): [string, unknown[]] {
   return [sql, values];
 }
 
-export function createRunStore(pool: Pool): RunStore {
-  const select = 'SELECT id, kind, state, source, file, params, `lines`, published, checkpoint_item, checkpoint_offset, follow_checkpoint, error, created_at, updated_at, finished_at FROM runs';
+/** This process's owner id for runs: host, pid and a random part (a restarted process is another owner). */
+export function ownerId(): string {
+  return `${hostname().slice(0, 64)}:${process.pid}:${randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * `owner`: this trigger's owner id (ownerId()). The pool must report found rows (mysql2's
+ * default, CLIENT_FOUND_ROWS; shared/db/pool.ts createPool without `foundRows: false`, as the
+ * trigger's boot makes it): the fenced UPDATEs read `affectedRows` as "the row matched (id,
+ * owner, epoch)". They also set updated_at = UTC_TIMESTAMP(3), which always changes, so even
+ * with changed-rows semantics a matching row would count 1; 0 means fenced out or ended.
+ */
+export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunStore & { readonly owner: string } {
+  const owner = opts.owner ?? ownerId();
+  const select = 'SELECT id, kind, state, source, file, params, `lines`, published, checkpoint_item, checkpoint_offset, follow_checkpoint, error, owner, epoch, created_at, updated_at, finished_at FROM runs';
   return {
+    owner,
     async create({ kind, source = null, file = null, params = null }) {
       const id = randomUUID();
       await pool.query(
-        `INSERT INTO runs (id, kind, state, source, file, params, created_at, updated_at)
-         VALUES (?, ?, 'running', ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))`,
-        [id, kind, source, file, params ? JSON.stringify(params) : null],
+        `INSERT INTO runs (id, kind, state, source, file, params, owner, epoch, created_at, updated_at)
+         VALUES (?, ?, 'running', ?, ?, ?, ?, 1, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))`,
+        [id, kind, source, file, params ? JSON.stringify(params) : null, owner],
       );
       return (await this.get(id))!;
     },
@@ -148,28 +194,36 @@ export function createRunStore(pool: Pool): RunStore {
       const [rows] = (await pool.query(`${select} ORDER BY created_at DESC LIMIT ?`, [limit])) as [RunRow[], unknown];
       return rows.map((r) => toRun(r));
     },
-    async progress(id, lines, published, checkpoint) {
+    async progress(id, lines, published, checkpoint, lease) {
       const [set, values] = checkpointSet(checkpoint);
+      // Fenced: only the lease's holder writes (owner <=> ?: NULL-safe, for a run from before owners).
       const [result] = (await pool.query(
-        `UPDATE runs SET \`lines\` = ?, published = ?, ${set}, updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND state = 'running'`,
-        [lines, published, ...values, id],
+        `UPDATE runs SET \`lines\` = ?, published = ?, ${set}, updated_at = UTC_TIMESTAMP(3)
+         WHERE id = ? AND owner <=> ? AND epoch = ? AND state = 'running'`,
+        [lines, published, ...values, id, lease.owner, lease.epoch],
       )) as [{ affectedRows: number }, unknown];
       return result.affectedRows === 1;
     },
-    async claimStale(staleAfterMs, limit = 100) {
+    async claimStale(staleAfterMs, limit = 100, exclude = []) {
       if (limit <= 0) return [];
       const [rows] = (await pool.query(
-        "SELECT id FROM runs WHERE state IN ('running', 'stopping') AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND ORDER BY updated_at LIMIT ?",
-        [staleAfterMs * 1000, Math.min(100, limit)],
-      )) as [{ id: string }[], unknown];
-      const won: Run[] = [];
-      for (const { id } of rows) {
-        // Whoever moves updated_at first owns the run; the others see 0 rows changed.
+        `SELECT id, epoch FROM runs WHERE state IN ('running', 'stopping') AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND
+         ${exclude.length > 0 ? 'AND id NOT IN (?)' : ''} ORDER BY updated_at LIMIT ?`,
+        [staleAfterMs * 1000, ...(exclude.length > 0 ? [[...exclude]] : []), Math.min(100, limit)],
+      )) as [{ id: string; epoch: number }[], unknown];
+      const won: LeasedRun[] = [];
+      for (const { id, epoch } of rows) {
+        // Whoever bumps the epoch first owns the run (the others match 0 rows); the previous
+        // owner's updates, conditional on the old epoch, match nothing from now on.
         const [result] = (await pool.query(
-          "UPDATE runs SET updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND state IN ('running', 'stopping') AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND",
-          [id, staleAfterMs * 1000],
+          `UPDATE runs SET owner = ?, epoch = epoch + 1, updated_at = UTC_TIMESTAMP(3)
+           WHERE id = ? AND epoch = ? AND state IN ('running', 'stopping') AND updated_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND`,
+          [owner, id, Number(epoch), staleAfterMs * 1000],
         )) as [{ affectedRows: number }, unknown];
-        if (result.affectedRows === 1) won.push((await this.get(id))!);
+        if (result.affectedRows !== 1) continue;
+        const run = await this.get(id);
+        // Claimed again by another in between (only after another stale period): not ours any more.
+        if (run && run.owner === owner && run.epoch === Number(epoch) + 1) won.push(run);
       }
       return won;
     },
@@ -178,13 +232,14 @@ export function createRunStore(pool: Pool): RunStore {
       const [result] = (await pool.query("UPDATE runs SET state = 'stopping' WHERE id = ? AND state = 'running'", [id])) as [{ affectedRows: number }, unknown];
       return result.affectedRows === 1;
     },
-    async finish(id, { state, lines, published, error = null, checkpoint }) {
+    async finish(id, { state, lines, published, error = null, checkpoint }, lease) {
       const [set, values] = checkpoint ? checkpointSet(checkpoint) : ['', []];
-      await pool.query(
+      const [result] = (await pool.query(
         `UPDATE runs SET state = ?, \`lines\` = ?, published = ?, error = ?, ${set ? `${set}, ` : ''}updated_at = UTC_TIMESTAMP(3), finished_at = UTC_TIMESTAMP(3)
-         WHERE id = ? AND state IN ('running', 'stopping')`,
-        [state, lines, published, error, ...values, id],
-      );
+         WHERE id = ? AND owner <=> ? AND epoch = ? AND state IN ('running', 'stopping')`,
+        [state, lines, published, error, ...values, id, lease.owner, lease.epoch],
+      )) as [{ affectedRows: number }, unknown];
+      return result.affectedRows === 1;
     },
     async stored(run) {
       const counts: Record<string, number> = {};

@@ -23,7 +23,7 @@ const TOKEN = 'secret-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
 const JS = 'console.log("dashboard")';
 
-const runner: Runner = { start() {}, runNow: async () => ({ lines: 0, published: 0 }), stopRun: () => null, active: 0, stop: async () => {} };
+const runner: Runner = { start() {}, runNow: async () => ({ lines: 0, published: 0 }), stopRun: () => null, executing: () => [], active: 0, stop: async () => {} };
 const ev: EvRuns = { start: async () => { throw new Error('unused'); }, resume() {} };
 
 /** The sources, as data the test moves: minute rows with their updated_at. */

@@ -14,7 +14,7 @@ import { createRunner } from '../../functions/trigger/runner.ts';
 import type { Checkpoint } from '../../functions/trigger/runs.ts';
 import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
-import { fakeRuns } from './fakes/run-store.ts';
+import { fakeRef, fakeRuns } from './fakes/run-store.ts';
 
 const TOKEN = 'follow-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -154,11 +154,12 @@ test('a stop that reaches another trigger: the run is marked stopping, its own t
   };
   runs.progress = async (id) => (await runs.get(id))?.state === 'running';
   const finish = runs.finish.bind(runs);
-  runs.finish = async (id, end) => {
-    await finish(id, end);
+  runs.finish = async (id, end, lease) => {
+    if (!(await finish(id, end, lease))) return false;
     (await runs.get(id))!.state = end.state;
+    return true;
   };
-  a.start(run.id, followRun({ runId: run.id, source: 'x', logDir: path.join(dir, 'logs'), pattern: 'access.log', glob: false, follow: true, pollMs: 25, log }));
+  a.start(run, followRun({ runId: run.id, source: 'x', logDir: path.join(dir, 'logs'), pattern: 'access.log', glob: false, follow: true, pollMs: 25, log }));
   await sleep(100);
   const res = await post(b, `/v1/runs/${run.id}/stop`);
   assert.equal(res.statusCode, 200, res.body);
@@ -180,7 +181,7 @@ test('a graceful stop of the trigger hands a follow run back with its checkpoint
   const runner = createRunner({ publisher: first.publisher, runs, log, progressEveryMs: 30 });
   const id = '00000000-0000-4000-8000-00000000b0b0';
   const spec = { runId: id, source: 'x', logDir: logs, pattern: '*.log', glob: true, follow: true, pollMs: 25, log };
-  runner.start(id, followRun(spec));
+  runner.start(fakeRef(id), followRun(spec));
   for (let i = 0; i < 100 && first.sent.length < 3; i++) await sleep(20);
   await runner.stop();
   assert.equal(runs.finished.size, 0, 'not ended: handed back');
@@ -189,7 +190,7 @@ test('a graceful stop of the trigger hands a follow run back with its checkpoint
   appendFileSync(path.join(logs, 'b.log'), 'b2\n');
   const second = recordingPublisher();
   const resumed = createRunner({ publisher: second.publisher, runs, log, progressEveryMs: 30 });
-  resumed.start(id, followRun({ ...spec, from: saved!.follow }), saved!);
+  resumed.start(fakeRef(id), followRun({ ...spec, from: saved!.follow }), saved!);
   for (let i = 0; i < 100 && second.sent.length < 1; i++) await sleep(20);
   await sleep(100);
   await resumed.stopRun(id);

@@ -15,7 +15,7 @@ import type { Publisher } from '../../shared/amqp/publisher.ts';
 import { followRun, SAVE_EVERY_LINES } from '../../functions/trigger/follow.ts';
 import { createRunner, type Runner } from '../../functions/trigger/runner.ts';
 import type { Checkpoint, FollowCheckpoint } from '../../functions/trigger/runs.ts';
-import { fakeRuns } from './fakes/run-store.ts';
+import { fakeRef, fakeRuns } from './fakes/run-store.ts';
 
 const log = pino({ level: 'silent' });
 const root = mkdtempSync(path.join(tmpdir(), 'sluice-follow-'));
@@ -92,9 +92,9 @@ function startTrigger(o: { dir: string; pattern: string; glob?: boolean; follow?
   };
   runs.progress = async (_id, _lines, _published, cp) => (keep(cp), true);
   const finish = runs.finish.bind(runs);
-  runs.finish = async (id, end) => {
+  runs.finish = async (id, end, lease) => {
     if (end.checkpoint) keep(end.checkpoint);
-    if (!row.dead) await finish(id, end);
+    return !row.dead && (await finish(id, end, lease));
   };
   const runner: Runner = createRunner({ publisher: broker.publisher, runs, log, progressEveryMs: 30 });
   const runId = o.runId ?? '00000000-0000-4000-8000-00000000f011';
@@ -102,7 +102,7 @@ function startTrigger(o: { dir: string; pattern: string; glob?: boolean; follow?
     runId, source: 'web', logDir: o.dir, pattern: o.pattern, glob: o.glob ?? false, follow: o.follow ?? true,
     from: o.from?.follow, maxLineBytes: o.maxLineBytes, pollMs: 25, retireAfterMs: 300, log,
   });
-  runner.start(runId, work, o.from);
+  runner.start(fakeRef(runId), work, o.from);
   return {
     broker,
     runs,

@@ -14,7 +14,7 @@ import { deadLetter, fakeDeadLetters } from './fakes/dead-letters.ts';
 
 const TOKEN = 'secret-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
-const noRunner = { start() {}, runNow: async () => ({ lines: 0, published: 0 }), stopRun: () => null, active: 0, stop: async () => {} };
+const noRunner = { start() {}, runNow: async () => ({ lines: 0, published: 0 }), stopRun: () => null, executing: () => [], active: 0, stop: async () => {} };
 const noEv = { start: async () => assert.fail('no EV run'), resume() {} };
 const build = (dlq: DeadLetters = fakeDeadLetters()) =>
   createApp({ runs: fakeRuns(), runner: noRunner, ev: noEv, logDir: '/nonexistent', token: TOKEN, bodyLimitBytes: 1024, log: pino({ level: 'silent' }), ready: () => true, ...(dlq ? { dlq } : {}) });

@@ -36,7 +36,7 @@ function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknow
     await work(out);
     return progress;
   };
-  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), stopRun: () => null, active: 0, stop: async () => {} };
+  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), stopRun: () => null, executing: () => [], active: 0, stop: async () => {} };
 }
 
 const evRuns: EvRuns & { requests: unknown[] } = {

@@ -70,9 +70,9 @@ function idleRunner(): Runner & { started: string[] } {
   const started: string[] = [];
   return {
     started,
-    start: (id) => void started.push(id),
+    start: (run) => void started.push(run.id),
     runNow: async () => ({ lines: 0, published: 0 }),
-    stopRun: () => null,
+    stopRun: () => null, executing: () => [],
     active: 0,
     stop: async () => {},
   };

@@ -44,7 +44,7 @@ function fakeRunner(): Runner {
     return progress;
   };
   // stopRun: the run "stops" at once (the fake store below reports it stopped).
-  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), stopRun: (id) => (stopped.add(id), Promise.resolve({ lines: 0, published: 0 })), active: 0, stop: async () => {} };
+  return { start: (_id, work) => void runWork(work), runNow: (_id, work) => runWork(work), stopRun: (id) => (stopped.add(id), Promise.resolve({ lines: 0, published: 0 })), active: 0, executing: () => [], stop: async () => {} };
 }
 const stopped = new Set<string>();
 
