@@ -12,7 +12,7 @@ import { createPool, waitForDatabase, type Pool } from '#shared/db/pool.ts';
 import { migrate } from '#shared/db/migrate.ts';
 import { declareTopology } from '#shared/amqp/topology.ts';
 import { redactUrl } from '#shared/config.ts';
-import { topology } from './topology.ts';
+import { POLICY_PREFIX, queuePolicies, topology } from './topology.ts';
 import { ACCESS, FUNCTIONS, OPERATORS, OPERATOR_ACCESS, RETIRED_FUNCTIONS, amqpPermissions, operatorPermissions, topicPermissions, userOf, type FunctionName, type OperatorName } from './access.ts';
 
 export interface ProvisionOptions {
@@ -95,7 +95,8 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
 
   const vhost = vhostOf(opts.amqpAdminUrl);
   const api = managementApi(opts.rabbitApiUrl);
-  await retrying("RabbitMQ's management API", () => api('GET', '/api/overview'), log);
+  const overview = (await retrying("RabbitMQ's management API", () => api('GET', '/api/overview'), log)) as { rabbitmq_version?: string };
+  await applyPolicies(api, vhost, overview.rabbitmq_version ?? '', log);
   for (const fn of FUNCTIONS) {
     const user = userOf(fn);
     await api('PUT', `/api/users/${encodeURIComponent(user)}`, { password: opts.passwords[fn], tags: '' });
@@ -123,6 +124,23 @@ async function provisionRabbit(opts: ProvisionOptions): Promise<void> {
     log.info({ user, vhost, tags, ...operatorPermissions(op) }, "RabbitMQ operator's user ready");
   }
   for (const fn of RETIRED_FUNCTIONS) await api('DELETE', `/api/users/${encodeURIComponent(userOf(fn))}`, undefined, [404]);
+}
+
+/**
+ * The topology's policies (infra/topology.ts queuePolicies: delivery limits, dead-letter targets
+ * and strategy), set anew every time; a `sluice.` policy the topology no longer has (a retired
+ * queue's) is removed. Policies, not queue arguments: they apply to queues that already exist.
+ */
+async function applyPolicies(api: ReturnType<typeof managementApi>, vhost: string, version: string, log: Logger): Promise<void> {
+  const major = Number(/^(\d+)\./.exec(version)?.[1] ?? 4);
+  const wanted = queuePolicies(topology, major);
+  const v = encodeURIComponent(vhost);
+  for (const { name, ...policy } of wanted) await api('PUT', `/api/policies/${v}/${encodeURIComponent(name)}`, policy);
+  const existing = (await api('GET', `/api/policies/${v}`)) as { name: string }[];
+  for (const old of existing.filter((p) => p.name.startsWith(POLICY_PREFIX) && !wanted.some((w) => w.name === p.name))) {
+    await api('DELETE', `/api/policies/${v}/${encodeURIComponent(old.name)}`, undefined, [404]);
+  }
+  log.info({ vhost, rabbitmq: version, policies: wanted.length }, 'RabbitMQ queue policies in place (delivery limits, dead-letter targets)');
 }
 
 /** `fn` again every 2 s for up to a minute while it fails (a service still starting). */

@@ -6,6 +6,11 @@
 //   Q.dlq    poison messages, with the reason in the `x-sluice-reason` header
 // and two fanout exchanges of the same names, through which consumers forward
 // to them (a consumer may not publish to the default exchange).
+//
+// What the broker itself does with a message (delivery limit, dead-lettering) is set by
+// policies (`queuePolicies` below), which the migrate step applies through the management API:
+// a policy changes a queue that already exists, where a changed `x-` argument would make its
+// redeclaration fail (PRECONDITION_FAILED) on every deployment that has the queue.
 
 export interface ExchangeSpec {
   name: string;
@@ -21,6 +26,8 @@ export interface QueueSpec {
   retryDelayMs: number;
   /** One consumer at a time gets the queue's messages; the others stand by (keyed state). */
   singleActiveConsumer?: boolean;
+  /** Deliveries of a message before the broker dead-letters it to Q.dlq (default DELIVERY_LIMIT). */
+  deliveryLimit?: number;
 }
 
 export interface Topology {
@@ -85,4 +92,68 @@ export function queueSpec(name: string, t: Topology = topology): QueueSpec {
   const spec = t.queues.find((q) => q.name === name);
   if (!spec) throw new Error(`queue ${name} is not declared in infra/topology.ts`);
   return spec;
+}
+
+/**
+ * Deliveries of one message (first one included) before the broker itself dead-letters it to
+ * `Q.dlq` with reason `delivery_limit` (header `x-death`). The consumer runtime gives up on a
+ * failing message long before (MAX_ATTEMPTS, with `x-sluice-reason`): the broker's limit is the
+ * backstop for a message whose batch never ends, e.g. one that crashes or stalls every consumer
+ * that takes it. High enough that redeliveries after consumer kills, restarts and rebalances
+ * (each returns the batch in flight) never reach it. Without it, RabbitMQ 4.x applies 20 and,
+ * lacking a dead-letter target, drops the message; 3.x has no limit at all.
+ */
+export const DELIVERY_LIMIT = 50;
+
+/** A RabbitMQ policy as the management API takes it (PUT /api/policies/<vhost>/<name>). */
+export interface PolicySpec {
+  name: string;
+  pattern: string;
+  'apply-to': 'queues';
+  priority: number;
+  definition: Record<string, string | number>;
+}
+
+/** Prefix of every policy the migrate step owns: others of that name are removed (retired queues). */
+export const POLICY_PREFIX = 'sluice.';
+/**
+ * Only one policy applies to a queue, the one of highest priority whose pattern matches (policies do
+ * not merge); ours match exactly our queues, at this priority, so a site-wide catch-all (`.*`,
+ * priority 0) does not displace them. Site-wide limits belong in operator policies, which merge.
+ */
+export const POLICY_PRIORITY = 10;
+
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The policies of the topology, for a broker of major version `major` (3 or 4):
+ *   sluice.q.<Q>   one per queue Q: a delivery limit, and Q.dlq (the fanout exchange) as its dead-letter
+ *                  target, at-least-once. Per queue, as each queue has its own target.
+ *   sluice.retry   every Q.retry: a delivery limit (nobody consumes them, but every queue has one) and
+ *                  at-least-once dead-lettering back to Q (target and routing key are the queue's
+ *                  arguments, which take precedence over a policy's anyway).
+ *   sluice.dlq     every Q.dlq: no delivery limit. The DLQ API's peek (basic.get, nack + requeue)
+ *                  counts as a delivery on 3.10 and 4.0-4.2; a limit would drop dead letters that are
+ *                  looked at often. 4.x: -1 (its default is 20); 3.x has no limit by default and
+ *                  refuses -1, so there the policy says nothing but that (it keeps a broader policy off).
+ * At-least-once dead-lettering (3.10+) needs `overflow: reject-publish`; with `drop-head` (the
+ * default) the broker falls back to at-most-once. Without a length limit, reject-publish changes
+ * nothing for publishers.
+ */
+export function queuePolicies(t: Topology = topology, major = 4): PolicySpec[] {
+  const base = { 'apply-to': 'queues' as const, priority: POLICY_PRIORITY };
+  const atLeastOnce = { 'dead-letter-strategy': 'at-least-once', overflow: 'reject-publish' };
+  const names = t.queues.map((q) => escapeRegex(q.name)).join('|');
+  return [
+    ...t.queues.map((q) => ({
+      ...base,
+      name: `${POLICY_PREFIX}q.${q.name}`,
+      pattern: `^${escapeRegex(q.name)}$`,
+      definition: { 'delivery-limit': q.deliveryLimit ?? DELIVERY_LIMIT, 'dead-letter-exchange': deadLetterQueue(q.name), ...atLeastOnce },
+    })),
+    { ...base, name: `${POLICY_PREFIX}retry`, pattern: `^(${names})\\.retry$`, definition: { 'delivery-limit': DELIVERY_LIMIT, ...atLeastOnce } },
+    // 3.x: max-length-bytes is not set by anyone; a definition may not be empty, so 3.x says
+    // overflow reject-publish (harmless without a length limit) to keep its place.
+    { ...base, name: `${POLICY_PREFIX}dlq`, pattern: `^(${names})\\.dlq$`, definition: major >= 4 ? { 'delivery-limit': -1 } : { overflow: 'reject-publish' } },
+  ];
 }

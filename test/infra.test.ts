@@ -115,6 +115,8 @@ interface ScaledObjectSpec {
   scaleTargetRef: { name: string; kind?: string };
   minReplicaCount?: number;
   maxReplicaCount?: number;
+  cooldownPeriod?: number;
+  advanced?: { horizontalPodAutoscalerConfig?: { behavior?: { scaleDown?: { stabilizationWindowSeconds?: number } } } };
   triggers: { type: string; metadata: Record<string, string>; authenticationRef?: { name: string } }[];
 }
 
@@ -565,18 +567,24 @@ test('every queue function has a KEDA ScaledObject on exactly the queues it cons
     assert.ok(spec.scaleTargetRef.kind === undefined || spec.scaleTargetRef.kind === 'Deployment');
     assert.ok(Number.isInteger(spec.minReplicaCount) && Number.isInteger(spec.maxReplicaCount), `${fn} min/max replicas`);
     assert.ok(spec.minReplicaCount! >= 1 && spec.minReplicaCount! <= spec.maxReplicaCount!, `${fn} 1 <= min <= max`);
-    const env = new Set((deployment(fn).template.spec.containers[0]!.env ?? []).map((e) => e.name));
+    // A scale-in never comes sooner than a batch can end: the pod drains within SHUTDOWN_TIMEOUT_S,
+    // inside its grace period, and the HPA waits longer than that before it scales in.
+    const pod = deployment(fn).template.spec;
+    const shutdown = Number(pod.containers[0]!.env?.find((e) => e.name === 'SHUTDOWN_TIMEOUT_S')?.value);
+    assert.ok(shutdown > 0 && shutdown < pod.terminationGracePeriodSeconds!, `${fn}: SHUTDOWN_TIMEOUT_S (${shutdown}) < terminationGracePeriodSeconds`);
+    const window = spec.advanced?.horizontalPodAutoscalerConfig?.behavior?.scaleDown?.stabilizationWindowSeconds;
+    assert.ok(window !== undefined && window > shutdown && (spec.cooldownPeriod ?? 300) > shutdown, `${fn}: scale-down stabilization window and cooldownPeriod exceed the longest batch`);
     const queues = spec.triggers.map((t) => {
       assert.equal(t.type, 'rabbitmq', `${fn} trigger type`);
       assert.equal(t.metadata.mode, 'QueueLength', `${fn} trigger mode`);
       assert.match(t.metadata.value ?? '', /^\d+$/, `${fn} trigger value`);
       assert.ok(topologyQueues.has(t.metadata.queueName ?? ''), `${fn} scales on ${t.metadata.queueName}, declared in infra/topology.ts`);
-      assert.ok((t.metadata.hostFromEnv && env.has(t.metadata.hostFromEnv)) || t.authenticationRef, `${fn}: the trigger reaches RabbitMQ (hostFromEnv or authenticationRef)`);
-      // KEDA's queue-length check is a passive queue.declare: the function's own user may do it.
-      if (t.metadata.hostFromEnv) {
-        const from = deployment(fn).template.spec.containers[0]!.env?.find((e) => e.name === t.metadata.hostFromEnv)?.valueFrom?.secretKeyRef;
-        assert.equal(from?.name, `sluice-${fn}`, `${fn}: KEDA reads the broker URL of the function's own Secret`);
-      }
+      // Over http, QueueLength counts ready + unacknowledged messages (over amqp: ready only), so a
+      // batch held by a consumer keeps its replica; it reads as sluice_monitor (figures only).
+      assert.equal(t.metadata.protocol, 'http', `${fn}: protocol http (counts unacknowledged messages too)`);
+      assert.notEqual(t.metadata.excludeUnacknowledged, 'true', `${fn}: unacknowledged messages counted`);
+      assert.equal(t.metadata.hostFromEnv, undefined, `${fn}: not the function's own AMQP user`);
+      assert.equal(t.authenticationRef?.name, 'sluice-rabbitmq-monitor', `${fn}: KEDA reads the management API as sluice_monitor`);
       return t.metadata.queueName;
     });
     assert.equal(new Set(queues).size, queues.length, `${fn}: no queue twice`);
@@ -586,6 +594,9 @@ test('every queue function has a KEDA ScaledObject on exactly the queues it cons
     assert.ok(!scaled.some((so) => (so.spec as unknown as ScaledObjectSpec).scaleTargetRef.name === fn), `${fn} consumes no queue: no ScaledObject`);
     assert.ok(Number.isInteger((deployment(fn) as unknown as { replicas?: number }).replicas), `${fn} has a fixed replica count`);
   }
+  const auths = ofKind('TriggerAuthentication');
+  assert.deepEqual(auths.map((a) => [a.apiVersion, a.metadata.name]), [['keda.sh/v1alpha1', 'sluice-rabbitmq-monitor']], 'one TriggerAuthentication');
+  assert.deepEqual(auths[0]!.spec, { secretTargetRef: [{ parameter: 'host', name: 'sluice-keda', key: 'host' }] }, 'its host from Secret sluice-keda, nothing else');
   const analytics = scaled.find((so) => (so.spec as unknown as ScaledObjectSpec).scaleTargetRef.name === 'ev-analytics')!.spec as unknown as ScaledObjectSpec;
   assert.ok(analytics.maxReplicaCount! <= EV_PARTITIONS, 'no more ev-analytics replicas than partitions (single active consumer)');
 });
@@ -637,7 +648,7 @@ test('Kubernetes least privilege: one Secret per function, read only by its Depl
   }
 });
 
-test('infra/k8s/create-secrets.sh: the eight Secrets the manifests read, own users and passwords, kept on a re-run', { timeout: 60_000 }, () => {
+test('infra/k8s/create-secrets.sh: the Secrets the manifests and KEDA read, own users and passwords, kept on a re-run', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-secrets-'));
   try {
     // A stand-in for kubectl: `create --dry-run=client` prints, `apply -f -` stores, `get` reads back.
@@ -712,7 +723,7 @@ esac
     assert.equal(first.status, 0, `create-secrets.sh:\n${first.stdout}\n${first.stderr}`);
     assert.match(read(path.relative(root, path.join(state, 'applied'))), /^default namespace sluice$/m, 'it creates the namespace');
     const made = secrets();
-    assert.deepEqual([...made.keys()], [...FUNCTIONS.map((fn) => `sluice-${fn}`), 'sluice-migrate'].sort(), 'one Secret per function and the Job\'s');
+    assert.deepEqual([...made.keys()], [...FUNCTIONS.map((fn) => `sluice-${fn}`), 'sluice-keda', 'sluice-migrate'].sort(), 'one Secret per function, KEDA\'s and the Job\'s');
     const migrate = made.get('sluice-migrate')!;
     assert.deepEqual(Object.keys(migrate).sort(), [...ADMIN_VARIABLES, ...FUNCTIONS.map(passwordVariable), ...OPERATORS.map(passwordVariable)].sort(), 'sluice-migrate: the administrators\' URLs and every password');
     for (const v of ADMIN_VARIABLES) assert.equal(migrate[v], admin[v as keyof typeof admin], `sluice-migrate ${v} as given`);
@@ -742,6 +753,8 @@ esac
     assert.ok(![...passwords, dlqPassword].includes(monitorPassword), 'not another user\'s password');
     const monitorUrl = new URL(made.get('sluice-trigger')!.RABBITMQ_MONITOR_URL!);
     assert.deepEqual([monitorUrl.protocol, monitorUrl.username, monitorUrl.password, monitorUrl.host], ['http:', userOf('monitor'), monitorPassword, 'mq.example:15672'], 'sluice-trigger RABBITMQ_MONITOR_URL: sluice_monitor on the administrator\'s management API');
+    // KEDA's triggers: the management API as sluice_monitor, the administrators' vhost as the path.
+    assert.deepEqual(made.get('sluice-keda'), { host: `http://${userOf('monitor')}:${monitorPassword}@mq.example:15672/sluice` }, 'sluice-keda: host = the management API as sluice_monitor, on vhost sluice');
     const argv = read(path.relative(root, path.join(state, 'argv')));
     for (const secret of [...passwords, dlqPassword, monitorPassword, made.get('sluice-trigger')!.TRIGGER_TOKEN!]) assert.ok(!argv.includes(secret), 'no password or token on a command line');
 
@@ -750,6 +763,10 @@ esac
       for (const [name, keys] of secretsReadBy(pod)) {
         for (const key of keys) if (key !== '*') assert.ok(made.get(name)?.[key] !== undefined, `${id} reads ${name}/${key}, which create-secrets.sh makes`);
       }
+    }
+
+    for (const auth of ofKind('TriggerAuthentication')) {
+      for (const ref of (auth.spec as { secretTargetRef: { name: string; key: string }[] }).secretTargetRef) assert.ok(made.get(ref.name)?.[ref.key] !== undefined, `TriggerAuthentication/${auth.metadata.name} reads ${ref.name}/${ref.key}, which create-secrets.sh makes`);
     }
 
     const again = run();

@@ -6,6 +6,8 @@
 #                      (the dead-letter operator's RabbitMQ user, sluice_dlq) and
 #                      RABBITMQ_MONITOR_URL (the management API as the monitoring operator,
 #                      sluice_monitor, on the host of RABBITMQ_API_URL)
+#   sluice-keda        host: the management API as sluice_monitor, with the vhost of AMQP_ADMIN_URL
+#                      as its path, for the KEDA triggers (TriggerAuthentication in keda.yaml)
 #   sluice-migrate     MYSQL_ADMIN_URL, AMQP_ADMIN_URL, RABBITMQ_API_URL and every
 #                      function's password, SLUICE_PASSWORD_<FUNCTION>, and the operator
 #                      roles', SLUICE_PASSWORD_DLQ and SLUICE_PASSWORD_MONITOR, for the Job sluice-migrate
@@ -101,5 +103,15 @@ for fn in $functions; do
   } | apply_secret "sluice-$fn"
 done
 apply_secret sluice-migrate <"$migrate_env"
+
+# KEDA's rabbitmq scaler over http takes the vhost as the URL's last path segment (%2F for `/`).
+amqp_rest=${AMQP_ADMIN_URL#*://}
+amqp_path=${amqp_rest#"${amqp_rest%%[/?#]*}"}
+amqp_path=${amqp_path%%[?#]*}
+vhost=${amqp_path#/}
+[ -n "$vhost" ] || vhost=%2F
+monitor_api=$(with_user "$RABBITMQ_API_URL" sluice_monitor "$monitor_password")
+monitor_api=${monitor_api%%[?#]*}
+printf 'host=%s/%s\n' "${monitor_api%/}" "$vhost" | apply_secret sluice-keda
 
 echo "create-secrets: the Secrets of namespace $ns are in place; now: kubectl apply -k infra/k8s" >&2
