@@ -1,4 +1,4 @@
-import type { Pool } from '../../shared/db/pool.ts';
+import { inTransaction, type Pool } from '../../shared/db/pool.ts';
 import { isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
 import type { AnalyticsStore } from './handler.ts';
 import type { Membership } from './rebalance.ts';
@@ -24,34 +24,22 @@ export function createAnalyticsStore(pool: Pool): AnalyticsStore {
     },
     async claim(partition, owner) {
       // One transaction: the bump and the read of the epoch it produced, the row locked in between.
-      const conn = await pool.getConnection();
-      try {
-        await conn.beginTransaction();
+      return inTransaction(pool, async (conn) => {
         await conn.query(
           'INSERT INTO ev_analytics_partitions (partition_no, epoch, owner, claimed_at) VALUES (?, 1, ?, ?) ON DUPLICATE KEY UPDATE epoch = epoch + 1, owner = VALUES(owner), claimed_at = VALUES(claimed_at)',
           [partition, owner, new Date()],
         );
         const [rows] = (await conn.query('SELECT epoch FROM ev_analytics_partitions WHERE partition_no = ?', [partition])) as [{ epoch: number | string }[], unknown];
-        await conn.commit();
         return Number(rows[0]!.epoch);
-      } catch (err) {
-        await conn.rollback().catch(() => {});
-        throw err;
-      } finally {
-        conn.release();
-      }
+      });
     },
     async save(partition, epoch, states, clocks) {
       // The partition's row stays locked until the commit: a claim waits for a save under way,
       // and a save after a claim sees the new epoch and writes nothing.
-      const conn = await pool.getConnection();
-      try {
-        await conn.beginTransaction();
+      return inTransaction(pool, async (conn) => {
         const [rows] = (await conn.query('SELECT epoch FROM ev_analytics_partitions WHERE partition_no = ? FOR UPDATE', [partition])) as [{ epoch: number | string }[], unknown];
-        if (rows.length === 0 || Number(rows[0]!.epoch) !== epoch) {
-          await conn.rollback();
-          return false;
-        }
+        // Fenced out: nothing written (the commit only ends the locking read).
+        if (rows.length === 0 || Number(rows[0]!.epoch) !== epoch) return false;
         if (states.length > 0) {
           await conn.query(
             `INSERT INTO ev_analytics_state (session_id, run_id, partition_no, is_open, state, updated_at) VALUES ?
@@ -65,14 +53,8 @@ export function createAnalyticsStore(pool: Pool): AnalyticsStore {
           ]);
         }
         await conn.query('UPDATE ev_analytics_partitions SET saved_at = ? WHERE partition_no = ?', [new Date(), partition]);
-        await conn.commit();
         return true;
-      } catch (err) {
-        await conn.rollback().catch(() => {});
-        throw err;
-      } finally {
-        conn.release();
-      }
+      });
     },
   };
 }

@@ -5,7 +5,7 @@
 // outbox rows of its events are written, so two evaluators serialise on the row and the
 // second one sees what the first decided.
 import type { Pool, PoolConnection } from 'mysql2/promise';
-import { retryOnDeadlock } from '../../shared/db/pool.ts';
+import { inTransaction, retryOnDeadlock } from '../../shared/db/pool.ts';
 import { AlertEventSchema, alertMessage, type AlertEvent, type AlertRule } from '../../shared/contracts/alerts.ts';
 import type { IncidentState, Latest, MinuteCounts } from './rules.ts';
 
@@ -121,22 +121,7 @@ async function enqueue(conn: PoolConnection, event: AlertEvent): Promise<void> {
   );
 }
 
-async function transaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
-  return retryOnDeadlock(async () => {
-    const conn = await pool.getConnection();
-    try {
-      await conn.beginTransaction();
-      const out = await fn(conn);
-      await conn.commit();
-      return out;
-    } catch (err) {
-      await conn.rollback().catch(() => {});
-      throw err;
-    } finally {
-      conn.release();
-    }
-  });
-}
+const transaction = <T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> => retryOnDeadlock(() => inTransaction(pool, fn));
 
 export function createAlertStore(pool: Pool): AlertStore {
   return {

@@ -5,7 +5,7 @@
 // So a redelivered line, whichever process gets it, is neither stored nor
 // counted twice, and the aggregates always agree with web_requests.
 import type { PoolConnection } from 'mysql2/promise';
-import { CONCURRENT_WRITE, retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
+import { CONCURRENT_WRITE, inTransaction, retryOnDeadlock, type Pool } from '../../shared/db/pool.ts';
 import type { CleanLogStore, RequestRow } from './handler.ts';
 import { chunks, knownRows, recordAggregates, type KnownRows } from './stats-store.ts';
 
@@ -94,23 +94,3 @@ const requestValues = (r: RequestRow) => [
   r.runId, r.lineNo, r.source, r.ts, r.tzOffsetMin, r.clientIp, r.forwardedFor, r.vhost, r.remoteUser,
   r.request, r.method, r.path, r.query, r.protocol, r.status, r.bytes, r.referrer, r.userAgent, r.truncated,
 ];
-
-async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
-  const conn = await pool.getConnection();
-  let broken = false;
-  try {
-    await conn.beginTransaction();
-    const result = await fn(conn);
-    await conn.commit();
-    return result;
-  } catch (err) {
-    broken = (err as { fatal?: boolean }).fatal === true;
-    // A deadlock has already rolled the transaction back; anything else is rolled back here.
-    if (!broken) await conn.rollback().catch(() => (broken = true));
-    throw err;
-  } finally {
-    // A connection that failed mid-transaction is not handed to the next batch.
-    if (broken) conn.destroy();
-    else conn.release();
-  }
-}

@@ -1,4 +1,4 @@
-import mysql, { type Pool } from 'mysql2/promise';
+import mysql, { type Pool, type PoolConnection } from 'mysql2/promise';
 
 export type { Pool };
 
@@ -37,6 +37,30 @@ export async function waitForDatabase(pool: Pool, attempts = 30, delayMs = 1_000
       if (i >= attempts) throw err;
       await new Promise((r) => setTimeout(r, delayMs));
     }
+  }
+}
+
+/**
+ * `fn` inside one transaction on one connection: committed when it returns, rolled back when it
+ * throws. A connection that failed mid-transaction (a fatal error, or a rollback that failed) is
+ * destroyed, not handed to the next caller. Compose with retryOnDeadlock to run it again.
+ */
+export async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  let broken = false;
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (err) {
+    broken = (err as { fatal?: boolean }).fatal === true;
+    // A deadlock has already rolled the transaction back; anything else is rolled back here.
+    if (!broken) await conn.rollback().catch(() => (broken = true));
+    throw err;
+  } finally {
+    if (broken) conn.destroy();
+    else conn.release();
   }
 }
 
