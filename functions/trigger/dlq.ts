@@ -135,12 +135,31 @@ function jsonSafe(v: unknown): unknown {
 const str = (v: unknown) => (v === undefined || v === null ? null : Buffer.isBuffer(v) ? v.toString('utf8') : String(v));
 const int = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : typeof v === 'bigint' ? Number(v) : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : null);
 
+/**
+ * Why a message is in a DLQ. The consumer runtime says so in `x-sluice-reason`; a message the broker
+ * dead-lettered itself (past its queue's delivery limit, say) has only the broker's record: `x-death`,
+ * whose first entry is the latest death (RabbitMQ keeps it most recent first), or, on brokers that
+ * write them, `x-last-death-reason` / `x-last-death-queue` (3.13+) and `x-first-death-reason`.
+ */
+export function deadLetterReason(h: Record<string, unknown>): string | null {
+  const own = str(h['x-sluice-reason']);
+  if (own !== null) return own;
+  const deaths = Array.isArray(h['x-death']) ? (h['x-death'] as Record<string, unknown>[]) : [];
+  const last = deaths[0];
+  const reason = str(last?.reason) ?? str(h['x-last-death-reason']) ?? str(h['x-first-death-reason']);
+  if (reason === null) return null;
+  const queue = str(last?.queue) ?? str(h['x-last-death-queue']) ?? str(h['x-first-death-queue']);
+  const count = int(last?.count);
+  const what = reason === 'delivery_limit' ? 'it reached the delivery limit' : reason === 'rejected' ? 'a consumer rejected it' : reason === 'expired' ? 'its TTL expired' : reason === 'maxlen' ? 'its queue was full' : reason;
+  return `dead-lettered by the broker${queue ? ` from ${queue}` : ''}: ${what} (x-death reason ${reason}${count !== null ? `, count ${count}` : ''})`;
+}
+
 /** What a dead-lettered message says about itself (the headers consumer.ts sets when it dead-letters). */
 export function describeDeadLetter(msg: Pick<GetMessage, 'content' | 'fields' | 'properties'>, previewBytes = PREVIEW_BYTES): DeadLetter {
   const h = msg.properties.headers ?? {};
   const deaths = Array.isArray(h['x-death']) ? (h['x-death'] as { count?: unknown }[]).reduce((n, d) => n + (int(d?.count) ?? 0), 0) : 0;
   return {
-    reason: str(h['x-sluice-reason']),
+    reason: deadLetterReason(h),
     attempts: int(h['x-sluice-attempts']),
     deaths,
     replayed: int(h['x-sluice-replayed']) ?? 0,
@@ -166,7 +185,7 @@ const DROPPED_ON_REPLAY = [
 /** The properties of a replayed copy: the same message, a fresh set of attempts, marked replayed. */
 export function replayHeaders(headers: MessagePropertyHeaders | undefined, now = new Date()): MessagePropertyHeaders {
   const h: MessagePropertyHeaders = { ...(headers ?? {}) };
-  const reason = h['x-sluice-reason'];
+  const reason = deadLetterReason(h) ?? undefined;
   for (const k of DROPPED_ON_REPLAY) delete h[k];
   return {
     ...h,
@@ -345,7 +364,7 @@ const DlqQueueSchema = z.object({
 });
 export const DlqListSchema = z.object({ queues: z.array(DlqQueueSchema) });
 const DeadLetterSchema = z.object({
-  reason: z.string().nullable().describe('Why it was dead-lettered (header `x-sluice-reason`)'),
+  reason: z.string().nullable().describe('Why it was dead-lettered: header `x-sluice-reason`, or for a message the broker dead-lettered itself (its delivery limit), the latest `x-death` entry'),
   attempts: z.number().int().nullable().describe('Attempts it had when dead-lettered (`x-sluice-attempts`)'),
   deaths: z.number().int().describe('Times the broker dead-lettered it (its retries through `Q.retry`: the sum of `x-death` counts)'),
   replayed: z.number().int().describe('Times it was replayed before (`x-sluice-replayed`)'),

@@ -12,6 +12,7 @@ import amqp, { type GetMessage } from 'amqplib';
 import type { Pool } from '../../shared/db/pool.ts';
 import { DELIVERY_LIMIT, POLICY_PREFIX, deadLetterQueue, queuePolicies, retryQueue, topology } from '../../infra/topology.ts';
 import { vhostOf } from '../../infra/provision.ts';
+import { describeDeadLetter } from '../../functions/trigger/dlq.ts';
 import { AMQP_URL, RABBITMQ_API_URL, RABBITMQ_MONITOR_URL, provisionTestEnvironment, resetEnvironment, waitFor } from './harness.ts';
 
 const QUEUE = 'logs.lake';
@@ -112,6 +113,8 @@ test(`a message returned to ${QUEUE} more than ${DELIVERY_LIMIT} times is dead-l
   assert.equal(deaths[0]?.queue, QUEUE);
   assert.equal(String(dead.properties.headers?.['x-first-death-reason']), 'delivery_limit');
   assert.equal(dead.properties.headers?.['x-sluice-reason'], undefined, 'no consumer wrote a reason: the broker did');
+  // What GET /v1/dlq/:queue shows for it: the reason taken from the broker's record.
+  assert.match(describeDeadLetter(dead).reason ?? '', new RegExp(`^dead-lettered by the broker from ${QUEUE.replace('.', '\\.')}: it reached the delivery limit \\(x-death reason delivery_limit`));
   console.log(`# ${QUEUE}: dead-lettered by the broker after ${deliveries} deliveries; x-death[0] = ${JSON.stringify({ reason: deaths[0]?.reason, queue: deaths[0]?.queue })}`);
 });
 

@@ -5,7 +5,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { createApp } from '../../functions/trigger/app.ts';
-import { createDeadLetters, describeDeadLetter, type DeadLetters, replayHeaders, resolveDlq, safePreview } from '../../functions/trigger/dlq.ts';
+import { createDeadLetters, deadLetterReason, describeDeadLetter, type DeadLetters, replayHeaders, resolveDlq, safePreview } from '../../functions/trigger/dlq.ts';
 import { OPERATOR_ACCESS, amqpPermissions, operatorPermissions, passwordVariable, userOf, FUNCTIONS } from '../../infra/access.ts';
 import { deadLetterQueue, retryQueue, topology } from '../../infra/topology.ts';
 import { monitorApiUrl } from '../../scripts/local-env.ts';
@@ -205,4 +205,31 @@ test('the real port, with nothing listening: a 503 naming DLQ_AMQP_URL, the pass
     await app.close();
     await dlq.close();
   }
+});
+
+test('a message the broker dead-lettered itself is explained from its x-death record', () => {
+  // What RabbitMQ writes when a quorum queue's delivery limit sends a message to its DLX:
+  // x-death most recent first (here after one earlier trip through Q.retry).
+  const time = { '!': 'timestamp', value: 1764100000 };
+  // amqplib's XDeath type predates the delivery_limit reason, hence the loose type.
+  const h: Record<string, any> = {
+    'x-death': [
+      { count: 1, reason: 'delivery_limit', queue: 'logs.clean', exchange: 'logs', 'routing-keys': ['logs.web.access'], time },
+      { count: 2, reason: 'expired', queue: 'logs.clean.retry', exchange: 'logs.clean.retry', 'routing-keys': ['logs.web.access'], time },
+    ],
+    'x-first-death-reason': 'expired',
+  };
+  const raw = deadLetter('logs.clean', 'x');
+  raw.properties.headers = h; // no x-sluice-* header: the broker moved it, not the runtime
+  const m = describeDeadLetter(raw);
+  assert.equal(m.reason, 'dead-lettered by the broker from logs.clean: it reached the delivery limit (x-death reason delivery_limit, count 1)');
+  assert.equal(m.deaths, 3);
+  // Brokers that also write x-last-death-* (3.13+), and one with only the first-death headers.
+  assert.equal(deadLetterReason({ 'x-last-death-reason': 'rejected', 'x-last-death-queue': 'notify.email' }), 'dead-lettered by the broker from notify.email: a consumer rejected it (x-death reason rejected)');
+  assert.equal(deadLetterReason({ 'x-first-death-reason': 'maxlen' }), 'dead-lettered by the broker: its queue was full (x-death reason maxlen)');
+  // The runtime's own reason wins; with neither there is no reason to show.
+  assert.equal(deadLetterReason({ 'x-sluice-reason': 'boom', 'x-death': h['x-death'] }), 'boom');
+  assert.equal(deadLetterReason({}), null);
+  // A replay keeps the broker's reason as the replayed reason.
+  assert.match(String(replayHeaders(h)['x-sluice-replayed-reason']), /delivery limit/);
 });
