@@ -115,26 +115,38 @@ say(`${evRate.readings.toLocaleString('en')} messages (readings and clock ticks)
 if (only.has('latency')) {
 say('## Latency, reading published -> email accepted by SES (paced run: 100 sessions at speed 3600, owner emails)\n');
 say('From the Finishing reading\'s publish time (its AMQP timestamp, kept in ev_readings.published_at) to SES accepting the mail (email_outbox.sent_at).\n');
+// A tap on the events (a queue of the bench's own, as the administrator): when ev-analytics
+// published each event (its AMQP timestamp), to split the first stage in two.
+const { default: amqp } = await import('amqplib');
+const tapConnection = await amqp.connect(h.AMQP_URL);
+const tap = await tapConnection.createChannel();
+const eventPublishedAt = new Map<string, number>();
 const latencies = await evStack(async (trigger, pool) => {
+  const { queue } = await tap.assertQueue('', { exclusive: true, autoDelete: true });
+  await tap.bindQueue(queue, 'ev', 'ev.event.#');
+  await tap.consume(queue, (m) => m && typeof m.properties.timestamp === 'number' && eventPublishedAt.set(String(m.properties.messageId), m.properties.timestamp), { noAck: true });
   const { body } = await h.api(trigger, 'POST', '/v1/runs', { kind: 'ev', sessions: 100, seed: 2, speed: 3600, faultRate: 0 });
   await h.waitFor('every completion mailed', async () => (await h.count(pool, "SELECT COUNT(*) FROM email_outbox WHERE run_id = ? AND role = 'owner' AND status = 'sent'", [body.id])) === 100, 900_000, 500);
   const [rows] = (await pool.query(
-    `SELECT o.sent_at, o.claimed_at, o.created_at, r.published_at FROM email_outbox o JOIN ev_events e ON e.event_id = o.event_id
+    `SELECT o.event_id, o.sent_at, o.claimed_at, o.created_at, r.published_at FROM email_outbox o JOIN ev_events e ON e.event_id = o.event_id
      JOIN ev_readings r ON r.session_id = e.session_id AND r.seq = JSON_EXTRACT(e.details, '$.seq')
      WHERE o.run_id = ? AND o.role = 'owner'`,
     [body.id],
-  )) as [{ sent_at: Date; claimed_at: Date; created_at: Date; published_at: Date }[], unknown];
-  return rows;
+  )) as [{ event_id: string; sent_at: Date; claimed_at: Date; created_at: Date; published_at: Date }[], unknown];
+  return rows.map((r) => ({ ...r, event_published_at: eventPublishedAt.get(r.event_id) ?? NaN }));
 });
+await tapConnection.close();
 const stage = (f: (r: (typeof latencies)[number]) => number) => {
-  const xs = latencies.map(f);
+  const xs = latencies.map(f).filter(Number.isFinite);
+  if (xs.length === 0) return 'n/a | n/a';
   return `${Math.round(percentile(xs, 50))} ms | ${Math.round(percentile(xs, 99))} ms`;
 };
 const total = latencies.map((r) => r.sent_at.getTime() - r.published_at.getTime());
 say(`${latencies.length} emails: p50 **${Math.round(percentile(total, 50))} ms**, p99 **${Math.round(percentile(total, 99))} ms**, max ${Math.round(Math.max(...total))} ms (operator alerts wait GROUP_WINDOW_S=30 s on purpose and are not in these figures)\n`);
 say('Where the time goes (each stage\'s own p50 and p99):\n');
 say('| stage | p50 | p99 |\n|---|---|---|');
-say(`| reading published -> email row in the outbox (ev-analytics batch, detect, save, publish the event; notify-email batch, insert) | ${stage((r) => r.created_at.getTime() - r.published_at.getTime())} |`);
+say(`| reading published -> its event published (queue, ev-analytics batch wait, state load, detect) | ${stage((r) => r.event_published_at - r.published_at.getTime())} |`);
+say(`| event published -> email row in the outbox (confirm, notify-email batch wait, insert) | ${stage((r) => r.created_at.getTime() - r.event_published_at)} |`);
 say(`| outbox row -> claimed by the dispatcher (its poll) | ${stage((r) => r.claimed_at.getTime() - r.created_at.getTime())} |`);
 say(`| claimed -> SES accepted (render, send, record) | ${stage((r) => r.sent_at.getTime() - r.claimed_at.getTime())} |`);
 say('');

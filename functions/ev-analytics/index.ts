@@ -29,7 +29,7 @@ const detector = createDetector({
 const events: EventSink = {
   async publish(list) {
     await Promise.all(
-      list.map((e) => publisher.publish(EV_EXCHANGE, eventRoutingKey(e.type), encodeJson(e), { messageId: e.eventId, contentType: 'application/json', type: 'ev.event' })),
+      list.map((e) => publisher.publish(EV_EXCHANGE, eventRoutingKey(e.type), encodeJson(e), { messageId: e.eventId, contentType: 'application/json', type: 'ev.event', timestamp: Date.now() })),
     );
   },
 };
