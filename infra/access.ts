@@ -14,9 +14,11 @@
 // and `<queue>.dlq` (one per queue, see infra/topology.ts), never to the
 // default exchange: write access to the default exchange would let any
 // function put a message into any queue, notify.email included.
-import { LOGS_EXCHANGE } from '#shared/contracts/logs.ts';
-import { EV_EXCHANGE } from '#shared/contracts/ev.ts';
-import { deadLetterQueue, retryQueue, topology } from './topology.ts';
+import { ALERT_RULES } from '#shared/contracts/alerts.ts';
+import {
+  ALERT_SOURCE, CLOCK_ROUTING_KEY, EV_EXCHANGE, LOGS_EXCHANGE, READING_ROUTING_PREFIX, alertRoutingKey, eventRoutingKey, logRoutingKey,
+} from '#shared/contracts/names.ts';
+import { EV_ANALYTICS_QUEUES, QUEUES, deadLetterQueue, retryQueue, topology } from './topology.ts';
 
 export const FUNCTIONS = ['trigger', 'log-lake', 'log-clean', 'log-alerts', 'ev-analytics', 'ev-store', 'notify-email'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
@@ -35,7 +37,20 @@ export interface Access {
 }
 
 const STORE: Privilege[] = ['SELECT', 'INSERT', 'UPDATE'];
-const evPartitions = topology.queues.filter((q) => q.name.startsWith('ev.analytics.p')).map((q) => q.name);
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const HOLE = '\u0000';
+/** The routing keys a contract's builder makes, its variable segment matching `segment` (a regular expression). */
+const keysOf = (build: (segment: string) => string, segment: string) => `^${escape(build(HOLE)).replace(HOLE, segment)}$`;
+
+/** Routing keys (topic permissions) of what each publisher sends. */
+export const PUBLISHED_KEYS = {
+  // Not logs.alert.access: a source may not be named `alert` (its lines would reach notify.alerts).
+  logLines: keysOf(logRoutingKey, `(?!${escape(ALERT_SOURCE)}\\.)[A-Za-z0-9][A-Za-z0-9_-]*`),
+  evReadingsAndClock: `^(${escape(READING_ROUTING_PREFIX)}\\.[a-z0-9-]+|${escape(CLOCK_ROUTING_KEY)})$`,
+  evEvents: keysOf((s) => eventRoutingKey(`charge.${s}`), '[a-z_]+'),
+  alerts: keysOf(alertRoutingKey, `(${ALERT_RULES.join('|')})`),
+};
 
 export const ACCESS: Record<FunctionName, Access> = {
   trigger: {
@@ -52,20 +67,16 @@ export const ACCESS: Record<FunctionName, Access> = {
       email_outbox: ['SELECT'],
     },
     consumes: [],
-    publishes: {
-      // Not logs.alert.access: a source may not be named `alert` (its lines would reach notify.alerts).
-      [LOGS_EXCHANGE]: '^logs\\.(?!alert\\.)[A-Za-z0-9][A-Za-z0-9_-]*\\.access$',
-      [EV_EXCHANGE]: '^ev\\.(reading\\.[a-z0-9-]+|clock)$',
-    },
+    publishes: { [LOGS_EXCHANGE]: PUBLISHED_KEYS.logLines, [EV_EXCHANGE]: PUBLISHED_KEYS.evReadingsAndClock },
   },
-  'log-lake': { mysql: { raw_logs: STORE }, consumes: ['logs.lake'], publishes: {} },
+  'log-lake': { mysql: { raw_logs: STORE }, consumes: [QUEUES.logLake], publishes: {} },
   'log-clean': {
     mysql: {
       web_requests: STORE, log_rejects: STORE,
       // The streaming aggregates, counted in the transaction that stores the clean rows.
       log_stats_minute: STORE, log_stats_visitor: STORE, log_stats_top: STORE, log_stats_top_visitor: STORE,
     },
-    consumes: ['logs.clean'],
+    consumes: [QUEUES.logClean],
     publishes: {},
   },
   'log-alerts': {
@@ -78,15 +89,15 @@ export const ACCESS: Record<FunctionName, Access> = {
     },
     consumes: [],
     // Alert events only: notify-email trusts logs.alert.* because nobody else may publish it.
-    publishes: { [LOGS_EXCHANGE]: '^logs\\.alert\\.(error_rate|scanner|silent)$' },
+    publishes: { [LOGS_EXCHANGE]: PUBLISHED_KEYS.alerts },
   },
   'ev-analytics': {
     mysql: { ev_analytics_state: STORE, ev_analytics_clock: STORE, ev_analytics_partitions: STORE, ev_analytics_members: [...STORE, 'DELETE'] },
-    consumes: evPartitions,
-    publishes: { [EV_EXCHANGE]: '^ev\\.event\\.[a-z_]+$' },
+    consumes: [...EV_ANALYTICS_QUEUES],
+    publishes: { [EV_EXCHANGE]: PUBLISHED_KEYS.evEvents },
   },
-  'ev-store': { mysql: { ev_readings: STORE, ev_sessions: STORE, ev_events: STORE }, consumes: ['ev.store.readings', 'ev.store.events'], publishes: {} },
-  'notify-email': { mysql: { email_outbox: STORE }, consumes: ['notify.email', 'notify.alerts'], publishes: {} },
+  'ev-store': { mysql: { ev_readings: STORE, ev_sessions: STORE, ev_events: STORE }, consumes: [QUEUES.evStoreReadings, QUEUES.evStoreEvents], publishes: {} },
+  'notify-email': { mysql: { email_outbox: STORE }, consumes: [QUEUES.notifyEmail, QUEUES.notifyAlerts], publishes: {} },
 };
 
 /**
@@ -136,7 +147,6 @@ export const userOf = (fn: FunctionName | OperatorName | (typeof RETIRED_FUNCTIO
 /** The environment variable that carries a function's (or an operator role's) password to the migrate step. */
 export const passwordVariable = (fn: FunctionName | OperatorName) => `SLUICE_PASSWORD_${fn.replace(/-/g, '_').toUpperCase()}`;
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const anyOf = (names: string[]) => (names.length ? `^(${names.map(escape).join('|')})$` : '^$');
 
 /** RabbitMQ vhost permissions of a function. */

@@ -12,6 +12,11 @@
 // a policy changes a queue that already exists, where a changed `x-` argument would make its
 // redeclaration fail (PRECONDITION_FAILED) on every deployment that has the queue.
 
+import {
+  ALERTS_BINDING, CLOCK_ROUTING_KEY, EVENTS_BINDING, EV_EXCHANGE, EV_PARTITION_EXCHANGE, EV_PARTITION_HEADER, LOGS_EXCHANGE,
+  LOG_LINES_BINDING, READINGS_BINDING,
+} from '../shared/contracts/names.ts';
+
 export interface ExchangeSpec {
   name: string;
   type: 'topic' | 'x-consistent-hash';
@@ -43,41 +48,63 @@ export interface Topology {
 
 /** Readings are split by session over this many analytics partitions. */
 export const EV_PARTITIONS = 4;
-export const evAnalyticsQueue = (partition: number) => `ev.analytics.p${partition}`;
+export const evAnalyticsQueue = (partition: number) => `${EV_PARTITION_EXCHANGE}.p${partition}`;
+/** Every analytics partition's queue, in partition order. */
+export const EV_ANALYTICS_QUEUES = Array.from({ length: EV_PARTITIONS }, (_, p) => evAnalyticsQueue(p));
+
+/**
+ * The queues, by what consumes them: functions take their names from here (functions/<fn>/config.ts),
+ * never spell them. A queue is named after the exchange its messages come from.
+ */
+export const QUEUES = {
+  /** log-lake: every log line, raw. */
+  logLake: `${LOGS_EXCHANGE}.lake`,
+  /** log-clean: every log line, parsed, and counted into the aggregates. */
+  logClean: `${LOGS_EXCHANGE}.clean`,
+  /** ev-store: readings. */
+  evStoreReadings: `${EV_EXCHANGE}.store.readings`,
+  /** ev-store: events. */
+  evStoreEvents: `${EV_EXCHANGE}.store.events`,
+  /** notify-email: EV events. */
+  notifyEmail: 'notify.email',
+  /** notify-email: web-log alerts. */
+  notifyAlerts: 'notify.alerts',
+} as const;
 
 export const topology: Topology = {
   exchanges: [
-    { name: 'logs', type: 'topic' },
-    { name: 'ev', type: 'topic' },
+    { name: LOGS_EXCHANGE, type: 'topic' },
+    { name: EV_EXCHANGE, type: 'topic' },
     {
       // Consistent hashing on the sessionId header: all readings of a session reach one partition.
-      name: 'ev.analytics',
+      name: EV_PARTITION_EXCHANGE,
       type: 'x-consistent-hash',
-      arguments: { 'hash-header': 'sessionId' },
-      bindings: [{ source: 'ev', pattern: 'ev.reading.#' }],
+      arguments: { 'hash-header': EV_PARTITION_HEADER },
+      bindings: [{ source: EV_EXCHANGE, pattern: READINGS_BINDING }],
     },
   ],
   queues: [
-    { name: 'logs.lake', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
+    { name: QUEUES.logLake, bindings: [{ exchange: LOGS_EXCHANGE, pattern: LOG_LINES_BINDING }], retryDelayMs: 5_000 },
     // log-clean stores each line and, in the same transaction, counts it into the aggregates.
-    { name: 'logs.clean', bindings: [{ exchange: 'logs', pattern: 'logs.*.access' }], retryDelayMs: 5_000 },
-    ...Array.from({ length: EV_PARTITIONS }, (_, p) => ({
-      name: evAnalyticsQueue(p),
+    { name: QUEUES.logClean, bindings: [{ exchange: LOGS_EXCHANGE, pattern: LOG_LINES_BINDING }], retryDelayMs: 5_000 },
+    ...EV_ANALYTICS_QUEUES.map((name) => ({
+      name,
       // The binding key of a consistent-hash exchange is the partition's weight.
       bindings: [
-        { exchange: 'ev.analytics', pattern: '1' },
-        { exchange: 'ev', pattern: 'ev.clock' },
+        { exchange: EV_PARTITION_EXCHANGE, pattern: '1' },
+        { exchange: EV_EXCHANGE, pattern: CLOCK_ROUTING_KEY },
       ],
       retryDelayMs: 2_000,
       singleActiveConsumer: true,
     })),
-    { name: 'ev.store.readings', bindings: [{ exchange: 'ev', pattern: 'ev.reading.#' }], retryDelayMs: 5_000 },
-    { name: 'ev.store.events', bindings: [{ exchange: 'ev', pattern: 'ev.event.#' }], retryDelayMs: 5_000 },
-    { name: 'notify.email', bindings: [{ exchange: 'ev', pattern: 'ev.event.#' }], retryDelayMs: 5_000 },
+    { name: QUEUES.evStoreReadings, bindings: [{ exchange: EV_EXCHANGE, pattern: READINGS_BINDING }], retryDelayMs: 5_000 },
+    { name: QUEUES.evStoreEvents, bindings: [{ exchange: EV_EXCHANGE, pattern: EVENTS_BINDING }], retryDelayMs: 5_000 },
+    { name: QUEUES.notifyEmail, bindings: [{ exchange: EV_EXCHANGE, pattern: EVENTS_BINDING }], retryDelayMs: 5_000 },
     // Web-log alerts (log-alerts publishes logs.alert.<rule>) for notify-email to mail the operator.
-    { name: 'notify.alerts', bindings: [{ exchange: 'logs', pattern: 'logs.alert.#' }], retryDelayMs: 5_000 },
+    { name: QUEUES.notifyAlerts, bindings: [{ exchange: LOGS_EXCHANGE, pattern: ALERTS_BINDING }], retryDelayMs: 5_000 },
   ],
   retired: {
+    // Names of older releases, as they were deployed (literals on purpose: they do not follow renames).
     // log-stats' own queue: the aggregates are now counted by log-clean (docs/design-notes.md).
     queues: ['logs.stats'],
     // The lake took every `logs.#` message; alerts now travel on that exchange too.
@@ -85,14 +112,11 @@ export const topology: Topology = {
   },
 };
 
-export const retryQueue = (queue: string) => `${queue}.retry`;
-export const deadLetterQueue = (queue: string) => `${queue}.dlq`;
-
-export function queueSpec(name: string, t: Topology = topology): QueueSpec {
-  const spec = t.queues.find((q) => q.name === name);
-  if (!spec) throw new Error(`queue ${name} is not declared in infra/topology.ts`);
-  return spec;
-}
+/** What the consumer runtime appends to a queue's name for its retry and dead-letter queues (and their exchanges). */
+export const RETRY_SUFFIX = '.retry';
+export const DEAD_LETTER_SUFFIX = '.dlq';
+export const retryQueue = (queue: string) => `${queue}${RETRY_SUFFIX}`;
+export const deadLetterQueue = (queue: string) => `${queue}${DEAD_LETTER_SUFFIX}`;
 
 /**
  * Deliveries of one message (first one included) before the broker itself dead-letters it to

@@ -12,10 +12,9 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { createPool, waitForDatabase, type Pool, type PoolOptions } from './db/pool.ts';
 import { waitForSchema } from './db/schema.ts';
 import { connectAmqp, type AmqpClient } from './amqp/connection.ts';
-import { checkQueues } from './amqp/topology.ts';
+import { checkQueues, declaredQueue } from './amqp/topology.ts';
 import { createPublisher, type Publisher } from './amqp/publisher.ts';
 import { startConsumer, type BatchHandler, type Consumer, type Contract } from './amqp/consumer.ts';
-import { queueSpec } from '../infra/topology.ts';
 
 type ConsumerConfig = z.output<z.ZodObject<typeof consumerConfigShape>>;
 
@@ -121,8 +120,14 @@ export interface ConsumerSpec<T> {
   handler: BatchHandler<T>;
 }
 
-/** Pair a queue with its contract and handler (keeps the message type consistent). */
-export const consume = <T>(queue: string, contract: Contract<T>, handler: BatchHandler<T>): ConsumerSpec<T> => ({ queue, contract, handler });
+/**
+ * Pair a queue with its contract and handler (keeps the message type consistent). Throws at once,
+ * naming infra/topology.ts, if the topology does not declare the queue.
+ */
+export const consume = <T>(queue: string, contract: Contract<T>, handler: BatchHandler<T>): ConsumerSpec<T> => {
+  declaredQueue(queue);
+  return { queue, contract, handler };
+};
 
 /**
  * Start consuming every queue; the process is ready when each has a consumer.
@@ -136,8 +141,8 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
 ): Promise<Consumer[]> {
   const { config } = deps;
   const consumers: Consumer[] = [];
-  // Every queue must be in the topology (a typo fails here, not silently) and on the broker.
-  const queues = specs.map((s) => queueSpec(s.queue));
+  // Every queue must be in the topology (consume() refused any other) and on the broker.
+  const queues = specs.map((s) => declaredQueue(s.queue));
   await deps.amqp.attach((model) => checkQueues(model, queues.map((q) => q.name)));
   const batchMaxBytes = await packetSafeBatchBytes(deps.pool, config.BATCH_MAX_BYTES);
   // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.

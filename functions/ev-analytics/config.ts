@@ -1,6 +1,10 @@
 import { z } from 'zod';
+import { EV_ANALYTICS_QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
 import { DEFAULT_DETECTOR_CONFIG as D } from '../../shared/ev/detector.ts';
+
+/** One queue per partition, in partition order (the index of a queue is its partition). */
+export const PARTITION_QUEUES = EV_ANALYTICS_QUEUES;
 
 const threshold = (fallback: number) => z.coerce.number().min(0).default(fallback);
 

@@ -1,20 +1,17 @@
 // A partition queue carries two kinds of messages: readings and the run's clock.
 import type { Contract } from '../../shared/amqp/consumer.ts';
-import { EvClockSchema, EvReadingSchema, type EvClock, type EvReading } from '../../shared/contracts/ev.ts';
-import { jsonContract } from '../../shared/contracts/json.ts';
+import { READING_ROUTING_PREFIX, evClockContract, evReadingContract, type EvClock, type EvReading } from '../../shared/contracts/ev.ts';
+import { MESSAGE_TYPES } from '../../shared/contracts/names.ts';
 import { PoisonMessageError } from '../../shared/errors.ts';
 
 export type AnalyticsMessage = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock };
 
-const readings = jsonContract('ev.reading', EvReadingSchema);
-const clocks = jsonContract('ev.clock', EvClockSchema);
-
 export const analyticsContract: Contract<AnalyticsMessage> = {
   name: 'ev-analytics',
   decode(msg) {
-    const type = msg.properties.type ?? (msg.fields.routingKey.startsWith('ev.reading.') ? 'ev.reading' : msg.fields.routingKey);
-    if (type === 'ev.reading') return { kind: 'reading', reading: readings.decode(msg) };
-    if (type === 'ev.clock') return { kind: 'clock', clock: clocks.decode(msg) };
-    throw new PoisonMessageError(`unknown message type '${String(type)}' (expected ev.reading or ev.clock)`);
+    const type = msg.properties.type ?? (msg.fields.routingKey.startsWith(`${READING_ROUTING_PREFIX}.`) ? MESSAGE_TYPES.evReading : msg.fields.routingKey);
+    if (type === MESSAGE_TYPES.evReading) return { kind: 'reading', reading: evReadingContract.decode(msg) };
+    if (type === MESSAGE_TYPES.evClock) return { kind: 'clock', clock: evClockContract.decode(msg) };
+    throw new PoisonMessageError(`unknown message type '${String(type)}' (expected ${MESSAGE_TYPES.evReading} or ${MESSAGE_TYPES.evClock})`);
   },
 };

@@ -5,11 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Consumer } from '../../shared/amqp/consumer.ts';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
-import { EV_EXCHANGE, eventRoutingKey } from '../../shared/contracts/ev.ts';
-import { encodeJson } from '../../shared/contracts/json.ts';
+import { eventMessage } from '../../shared/contracts/ev.ts';
 import { createDetector } from '../../shared/ev/detector.ts';
-import { EV_PARTITIONS, evAnalyticsQueue } from '../../infra/topology.ts';
-import { configShape } from './config.ts';
+import { PARTITION_QUEUES, configShape } from './config.ts';
 import { analyticsContract } from './contract.ts';
 import { createHandler, type EventSink } from './handler.ts';
 import { startRebalancer } from './rebalance.ts';
@@ -29,11 +27,15 @@ const detector = createDetector({
 const events: EventSink = {
   async publish(list) {
     await Promise.all(
-      list.map((e) => publisher.publish(EV_EXCHANGE, eventRoutingKey(e.type), encodeJson(e), { messageId: e.eventId, contentType: 'application/json', type: 'ev.event', timestamp: Date.now() })),
+      list.map((e) => {
+        const m = eventMessage(e);
+        // Stamped when published, like the trigger's readings: end-to-end lag (bench latency).
+        return publisher.publish(m.exchange, m.routingKey, m.content, { ...m.options, timestamp: Date.now() });
+      }),
     );
   },
 };
-const queues = Array.from({ length: EV_PARTITIONS }, (_, p) => evAnalyticsQueue(p));
+const queues: readonly string[] = PARTITION_QUEUES;
 const instanceId = randomUUID();
 
 // Whether a batch's subscription is still the consumer's (fencing, handler.ts). Every broker

@@ -1,5 +1,6 @@
+import { QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
 
 export const configShape = { ...consumerConfigShape };
-export const READINGS_QUEUE = 'ev.store.readings';
-export const EVENTS_QUEUE = 'ev.store.events';
+export const READINGS_QUEUE = QUEUES.evStoreReadings;
+export const EVENTS_QUEUE = QUEUES.evStoreEvents;

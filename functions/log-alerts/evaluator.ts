@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { Counter } from 'prom-client';
 import { LOGS_EXCHANGE } from '../../shared/contracts/logs.ts';
-import { ALERT_TEXT_MAX, type AlertEvent, type AlertRule, type ClientCount, type PathCount } from '../../shared/contracts/alerts.ts';
+import { ALERT_TEXT_MAX, alertMessageOptions, type AlertEvent, type AlertRule, type ClientCount, type PathCount } from '../../shared/contracts/alerts.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
@@ -191,7 +191,7 @@ export function createEvaluator(deps: EvaluatorDeps) {
     for (;;) {
       const batch = await store.unpublished(100);
       if (batch.length === 0) return sent;
-      await Promise.all(batch.map((m) => deps.publisher.publish(LOGS_EXCHANGE, m.routingKey, m.body, { messageId: m.messageId, contentType: 'application/json', type: 'log.alert' })));
+      await Promise.all(batch.map((m) => deps.publisher.publish(LOGS_EXCHANGE, m.routingKey, m.body, alertMessageOptions(m.messageId))));
       await store.markPublished(batch.map((m) => m.id));
       sent += batch.length;
       if (batch.length < 100) return sent;

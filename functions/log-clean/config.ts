@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
 import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
 
@@ -13,4 +14,4 @@ export const configShape = {
    */
   AGGREGATES: z.stringbool().default(true),
 };
-export const QUEUE = 'logs.clean';
+export const QUEUE = QUEUES.logClean;

@@ -1,3 +1,4 @@
+import { QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
 import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
 
@@ -6,4 +7,4 @@ export const configShape = {
   // A body is one line, cut by the trigger at its MAX_LINE_BYTES.
   MESSAGE_MAX_BYTES: consumerConfigShape.MESSAGE_MAX_BYTES.default(MAX_LINE_BYTES),
 };
-export const QUEUE = 'logs.lake';
+export const QUEUE = QUEUES.logLake;

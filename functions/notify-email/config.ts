@@ -1,10 +1,11 @@
 import { z } from 'zod';
+import { QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
 import { DEFAULT_RULES, parseRules } from './rules.ts';
 
-export const QUEUE = 'notify.email';
+export const QUEUE = QUEUES.notifyEmail;
 /** Web-log alerts (logs.alert.<rule>, published by log-alerts), mailed to ALERT_EMAIL. */
-export const ALERTS_QUEUE = 'notify.alerts';
+export const ALERTS_QUEUE = QUEUES.notifyAlerts;
 
 export const configShape = {
   ...consumerConfigShape,

@@ -1,8 +1,7 @@
 // notify-email: queues notify.email (EV events) and notify.alerts (web-log alerts) -> email_outbox -> SES.
 import { Counter } from 'prom-client';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
-import { jsonContract } from '../../shared/contracts/json.ts';
-import { EvEventSchema } from '../../shared/contracts/ev.ts';
+import { evEventContract } from '../../shared/contracts/ev.ts';
 import { alertContract } from '../../shared/contracts/alerts.ts';
 import { ALERTS_QUEUE, QUEUE, configShape } from './config.ts';
 import { createAlertHandler, createHandler } from './handler.ts';
@@ -32,7 +31,7 @@ const dispatcher = createDispatcher({
 dispatcher.start(config.OUTBOX_POLL_MS);
 deps.onStop(() => dispatcher.stop());
 await runQueueFunction(deps, [
-  consume(QUEUE, jsonContract('ev.event', EvEventSchema), createHandler({
+  consume(QUEUE, evEventContract, createHandler({
     outbox,
     rules: config.EMAIL_RULES,
     operatorEmail: config.ALERT_EMAIL,

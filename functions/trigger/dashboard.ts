@@ -24,6 +24,7 @@ import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/log.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { ACCESS, FUNCTIONS, userOf } from '../../infra/access.ts';
+import { DEAD_LETTER_SUFFIX, RETRY_SUFFIX, deadLetterQueue, retryQueue } from '../../infra/topology.ts';
 import { z } from 'zod';
 import type { AppDeps } from './app.ts';
 import { UNAUTHORIZED, errors, validatedByHandlers } from './api-schemas.ts';
@@ -579,7 +580,7 @@ function managementApi(url: string, fetchFn: typeof fetch) {
         get<{ user: string; vhost: string }[]>(`/api/vhosts/${v}/connections`),
       ]);
       const byName = new Map(queues.map((q) => [q.name, q]));
-      const main = queues.filter((q) => !q.name.endsWith('.retry') && !q.name.endsWith('.dlq')).sort((a, b) => a.name.localeCompare(b.name));
+      const main = queues.filter((q) => !q.name.endsWith(RETRY_SUFFIX) && !q.name.endsWith(DEAD_LETTER_SUFFIX)).sort((a, b) => a.name.localeCompare(b.name));
       const rows: QueueHealth[] = main.map((q) => ({
         name: q.name,
         messages: q.messages ?? 0,
@@ -588,8 +589,8 @@ function managementApi(url: string, fetchFn: typeof fetch) {
         consumers: q.consumers ?? 0,
         publishRate: Math.round((q.message_stats?.publish_details?.rate ?? 0) * 10) / 10,
         ackRate: Math.round((q.message_stats?.ack_details?.rate ?? 0) * 10) / 10,
-        retry: byName.get(`${q.name}.retry`)?.messages ?? 0,
-        dlq: byName.get(`${q.name}.dlq`)?.messages ?? 0,
+        retry: byName.get(retryQueue(q.name))?.messages ?? 0,
+        dlq: byName.get(deadLetterQueue(q.name))?.messages ?? 0,
       }));
       const functions: FunctionHealth[] = FUNCTIONS.map((fn) => {
         const instances = connections.filter((c) => c.user === userOf(fn)).length;

@@ -29,7 +29,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../../shared/log.ts';
 import { describeIssues } from '../../shared/contracts/json.ts';
 import { redactUrl } from '../../shared/config.ts';
-import { deadLetterQueue, retryQueue, topology } from '../../infra/topology.ts';
+import { QUEUES, deadLetterQueue, retryQueue, topology } from '../../infra/topology.ts';
 import { UNAUTHORIZED, errors, validatedByHandlers } from './api-schemas.ts';
 
 /** Messages one GET /v1/dlq/:queue shows at most. */
@@ -348,7 +348,7 @@ export function createDeadLetters(opts: { url: string; log: Logger; queues?: rea
 // ---- HTTP ----
 
 export const DlqParamsSchema = z.object({
-  queue: z.string().describe('A dead-letter queue (`logs.clean.dlq`) or the queue it belongs to (`logs.clean`)'),
+  queue: z.string().describe(`A dead-letter queue (\`${deadLetterQueue(QUEUES.logClean)}\`) or the queue it belongs to (\`${QUEUES.logClean}\`)`),
 });
 export const DlqPeekQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(MAX_PEEK).default(10).describe('How many of the first messages to show'),

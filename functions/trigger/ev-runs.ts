@@ -3,8 +3,7 @@
 // readings and clock ticks, paced to `speed` simulated seconds per real second.
 import { z } from 'zod';
 import type { Pool } from '../../shared/db/pool.ts';
-import { CLOCK_ROUTING_KEY, EV_EXCHANGE, readingRoutingKey } from '../../shared/contracts/ev.ts';
-import { encodeJson } from '../../shared/contracts/json.ts';
+import { clockMessage, readingMessage, type EvMessage } from '../../shared/contracts/ev.ts';
 import type { Catalog } from '../../shared/ev/catalog.ts';
 import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
 import type { Position, Runner } from './runner.ts';
@@ -96,27 +95,9 @@ export function createEvRuns(deps: {
           const ahead = (simMs - simStart) / speed - (now() - wallStart);
           if (ahead > 5) await sleep(ahead);
           const position = { item, offset: 0 };
-          if (next.kind === 'reading') {
-            const r = next.reading;
-            await out.publish(
-              EV_EXCHANGE,
-              readingRoutingKey(r.vehicle.make),
-              encodeJson(r),
-              {
-                messageId: r.messageId,
-                contentType: 'application/json',
-                type: 'ev.reading',
-                // Milliseconds (not the spec's seconds): ev-store keeps it to measure end-to-end lag.
-                timestamp: Date.now(),
-                // The consistent-hash exchange partitions readings on this header.
-                headers: { sessionId: r.sessionId },
-              },
-              position,
-            );
-          } else {
-            const c = next.clock;
-            await out.publish(EV_EXCHANGE, CLOCK_ROUTING_KEY, encodeJson(c), { messageId: `${c.runId}:clock:${c.timestamp}`, contentType: 'application/json', type: 'ev.clock' }, position);
-          }
+          // A reading carries the time it was sent (ev-store keeps it to measure end-to-end lag).
+          const m: EvMessage = next.kind === 'reading' ? readingMessage(next.reading) : clockMessage(next.clock);
+          await out.publish(m.exchange, m.routingKey, m.content, m.options, position);
         }
       },
       from,

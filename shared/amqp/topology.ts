@@ -1,5 +1,20 @@
 import type { Channel } from 'amqplib';
-import { deadLetterQueue, retryQueue, type Topology } from '../../infra/topology.ts';
+import { deadLetterQueue, retryQueue, topology as declared, type QueueSpec, type Topology } from '../../infra/topology.ts';
+
+/**
+ * The topology's spec of `queue`, or an error naming it and infra/topology.ts: a function
+ * consumes only queues the topology declares (the migrate step declares them, with their retry
+ * and dead-letter queues, policies and permissions). Checked when a consumer is defined, before
+ * anything is asked of the broker, so a typo or an undeclared queue stops the function at boot.
+ */
+export function declaredQueue(queue: string, t: Topology = declared): QueueSpec {
+  const spec = t.queues.find((q) => q.name === queue);
+  if (spec) return spec;
+  throw new Error(
+    `cannot consume queue '${queue}': infra/topology.ts does not declare it (declared: ${t.queues.map((q) => q.name).join(', ')}). ` +
+      'Take the name from QUEUES (infra/topology.ts), or declare the queue there and in infra/access.ts, then run `npm run migrate`',
+  );
+}
 
 /** Declare exchanges, queues, retry and dead-letter queues and bindings. Idempotent. */
 export async function declareTopology(ch: Channel, t: Topology): Promise<void> {

@@ -9,7 +9,10 @@ import type { Contract } from '../amqp/consumer.ts';
 import type { Publisher } from '../amqp/publisher.ts';
 import { PoisonMessageError } from '../errors.ts';
 import { encodeJson, jsonContract } from './json.ts';
-import { LOGS_EXCHANGE, SourceSchema } from './logs.ts';
+import { SourceSchema } from './logs.ts';
+import { LOGS_EXCHANGE, MESSAGE_TYPES, alertRoutingKey as routingKeyOf, jsonMessageOptions } from './names.ts';
+
+export { ALERTS_BINDING, ALERT_ROUTING_PREFIX } from './names.ts';
 
 export const ALERT_RULES = ['error_rate', 'scanner', 'silent'] as const;
 export const AlertRuleSchema = z.enum(ALERT_RULES);
@@ -83,14 +86,14 @@ export type ErrorRateAlert = z.infer<typeof ErrorRateAlertSchema>;
 export type ScannerAlert = z.infer<typeof ScannerAlertSchema>;
 export type SilentAlert = z.infer<typeof SilentAlertSchema>;
 
-export const alertRoutingKey = (rule: AlertRule) => `logs.alert.${rule}`;
+export const alertRoutingKey = (rule: AlertRule) => routingKeyOf(rule);
 /** One message per incident transition: a republished one carries the same id. */
 export const alertMessageId = (e: Pick<AlertEvent, 'incident' | 'state'>) => `${e.incident}:${e.state}`;
 
-const json = jsonContract('log.alert', AlertEventSchema);
+const json = jsonContract(MESSAGE_TYPES.alert, AlertEventSchema);
 /** Decodes an alert event: invalid JSON, a schema violation, or a routing key that is not its rule's are poison (dead-lettered with the reason). */
 export const alertContract: Contract<AlertEvent> = {
-  name: 'log.alert',
+  name: MESSAGE_TYPES.alert,
   decode(msg) {
     const event = json.decode(msg);
     const expected = alertRoutingKey(event.rule);
@@ -105,9 +108,12 @@ export function alertMessage(event: AlertEvent) {
     exchange: LOGS_EXCHANGE,
     routingKey: alertRoutingKey(event.rule),
     content: encodeJson(event),
-    options: { messageId: alertMessageId(event), contentType: 'application/json', type: 'log.alert' },
+    options: alertMessageOptions(alertMessageId(event)),
   };
 }
+
+/** The publish options of an alert event of that message id (log-alerts' outbox stores the id, key and body). */
+export const alertMessageOptions = (messageId: string) => jsonMessageOptions(MESSAGE_TYPES.alert, messageId);
 
 /** Publishes an alert event with confirms (resolves once the broker has it). */
 export async function publishAlert(publisher: Publisher, event: AlertEvent): Promise<void> {

@@ -1,6 +1,15 @@
 // Messages of the EV charging pipeline. These schemas are the only way the
 // simulator (trigger), ev-analytics, ev-store and notify-email know each other.
 import { z } from 'zod';
+import type { Contract } from '../amqp/consumer.ts';
+import type { PublishOptions } from '../amqp/publisher.ts';
+import { encodeJson, jsonContract } from './json.ts';
+import { CLOCK_ROUTING_KEY, EV_EXCHANGE, EV_PARTITION_HEADER, MESSAGE_TYPES, eventRoutingKey as eventKeyOf, jsonMessageOptions, readingRoutingKey } from './names.ts';
+
+export {
+  CLOCK_ROUTING_KEY, EVENTS_BINDING, EVENT_ROUTING_PREFIX, EV_EXCHANGE, EV_PARTITION_EXCHANGE, EV_PARTITION_HEADER,
+  READINGS_BINDING, READING_ROUTING_PREFIX, readingRoutingKey,
+} from './names.ts';
 
 /** OCPP 1.6 ChargePointErrorCode. */
 export const OCPP_ERROR_CODES = [
@@ -141,7 +150,43 @@ export const EvEventSchema = z.object({
 });
 export type EvEvent = z.infer<typeof EvEventSchema>;
 
-export const EV_EXCHANGE = 'ev';
-export const readingRoutingKey = (make: string) => `ev.reading.${make.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`;
-export const eventRoutingKey = (type: EvEventType) => `ev.event.${type.slice('charge.'.length)}`;
-export const CLOCK_ROUTING_KEY = 'ev.clock';
+/** ev.event.<type without `charge.`>. */
+export const eventRoutingKey = (type: EvEventType) => eventKeyOf(type);
+
+export const evReadingContract: Contract<EvReading> = jsonContract(MESSAGE_TYPES.evReading, EvReadingSchema);
+export const evClockContract: Contract<EvClock> = jsonContract(MESSAGE_TYPES.evClock, EvClockSchema);
+export const evEventContract: Contract<EvEvent> = jsonContract(MESSAGE_TYPES.evEvent, EvEventSchema);
+
+/** An EV message as published: exchange, routing key, body and options. */
+export interface EvMessage {
+  exchange: string;
+  routingKey: string;
+  content: Buffer;
+  options: PublishOptions;
+}
+
+/** A reading (the trigger's simulator); `sentAt` in milliseconds, which ev-store keeps to measure end-to-end lag. */
+export function readingMessage(r: EvReading, sentAt = Date.now()): EvMessage {
+  return {
+    exchange: EV_EXCHANGE,
+    routingKey: readingRoutingKey(r.vehicle.make),
+    content: encodeJson(r),
+    options: {
+      ...jsonMessageOptions(MESSAGE_TYPES.evReading, r.messageId),
+      // Milliseconds (not the spec's seconds).
+      timestamp: sentAt,
+      // The consistent-hash exchange partitions readings on this header.
+      headers: { [EV_PARTITION_HEADER]: r.sessionId },
+    },
+  };
+}
+
+/** A tick of a run's simulated clock (the trigger's simulator). */
+export function clockMessage(c: EvClock): EvMessage {
+  return { exchange: EV_EXCHANGE, routingKey: CLOCK_ROUTING_KEY, content: encodeJson(c), options: jsonMessageOptions(MESSAGE_TYPES.evClock, `${c.runId}:clock:${c.timestamp}`) };
+}
+
+/** An event (ev-analytics); its id is deterministic, so a republished event carries the same one. */
+export function eventMessage(e: EvEvent): EvMessage {
+  return { exchange: EV_EXCHANGE, routingKey: eventRoutingKey(e.type), content: encodeJson(e), options: jsonMessageOptions(MESSAGE_TYPES.evEvent, e.eventId) };
+}

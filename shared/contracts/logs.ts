@@ -5,14 +5,14 @@ import type { Contract } from '../amqp/consumer.ts';
 import type { PublishOptions } from '../amqp/publisher.ts';
 import { PoisonMessageError } from '../errors.ts';
 import { describeIssues } from './json.ts';
+import { ALERT_SOURCE, MESSAGE_TYPES } from './names.ts';
 
-export const LOGS_EXCHANGE = 'logs';
+export { LOGS_EXCHANGE, LOG_LINES_BINDING, logRoutingKey } from './names.ts';
 export const SourceSchema = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be 1-64 letters, digits, _ or -, starting with a letter or digit')
   // A source's lines go out as logs.<source>.access; alert events as logs.alert.<rule> (contracts/alerts.ts).
-  .refine((s) => s !== 'alert', 'alert is reserved (logs.alert.* carries alert events); choose another source name');
-export const logRoutingKey = (source: string) => `logs.${source}.access`;
+  .refine((s) => s !== ALERT_SOURCE, 'alert is reserved (logs.alert.* carries alert events); choose another source name');
 
 export const LogLineHeadersSchema = z.object({
   runId: z.uuid(),
@@ -44,7 +44,7 @@ export function logLineMessage(meta: LogLineMeta): PublishOptions {
   return {
     messageId: `${meta.runId}:${meta.lineNo}`,
     contentType: 'application/octet-stream',
-    type: 'log.line',
+    type: MESSAGE_TYPES.logLine,
     // amqplib leaves a header whose value is undefined out of the table (an absent optional field).
     headers: { ...meta },
   };
