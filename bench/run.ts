@@ -3,7 +3,7 @@
 //   - log replay throughput (file -> raw_logs + web_requests), 1 and 3 log-clean processes
 //   - EV readings/s through ev-analytics (unpaced run), and reading-to-SES-accepted latency (paced run)
 //   - bundle sizes and cold starts (process start -> ready, median of 5)
-// Uses its own database (sluice_test_bench) and the sluice-test vhost.
+// Uses its own database (sluice_test_bench) and the sluice-test vhost, or TEST_MYSQL_URL and TEST_AMQP_URL.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

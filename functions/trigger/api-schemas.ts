@@ -3,7 +3,7 @@
 // ev-runs.ts, dlq.ts); test/unit/trigger-openapi.test.ts checks every route's real answers
 // against the document, so a schema here that stops matching a route fails a test.
 import { z } from 'zod';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 
 /**
  * Route schemas here are zod, for the document: the handlers validate with them (their messages
@@ -11,9 +11,18 @@ import type { FastifyInstance } from 'fastify';
  * Every route plugin calls this for its scope, so it also works registered on its own (tests).
  */
 export function validatedByHandlers(app: Pick<FastifyInstance, 'setValidatorCompiler' | 'setSerializerCompiler'>): void {
-  app.setValidatorCompiler(() => (data) => ({ value: data }));
+  app.setValidatorCompiler(passThrough);
   app.setSerializerCompiler(() => serialize);
 }
+
+const passThrough = () => (data: unknown) => ({ value: data });
+
+/**
+ * The same, as Fastify's `schemaController.compilersFactory`: given these, Fastify never loads its
+ * default compilers (ajv, fast-json-stringify), which the trigger's bundle leaves out (build.mjs).
+ */
+export const PASS_THROUGH_COMPILERS = { buildValidator: () => passThrough, buildSerializer: () => () => serialize } as unknown as
+  NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>; // typed for ajv's compile functions, which these stand for
 
 /** As Fastify answers without a schema; an error it throws (a malformed JSON body) as its own `{statusCode, code, error, message}`. */
 function serialize(data: unknown): string {

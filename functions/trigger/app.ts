@@ -19,7 +19,7 @@ import { resolveLogFile, resolveLogGlob } from './paths.ts';
 import { EvRunRequestSchema, RunRefusedError, type EvRuns } from './ev-runs.ts';
 import { isPublicPath, registerOpenApi } from './openapi.ts';
 import { dlqRoutes, type DeadLetters } from './dlq.ts';
-import { HealthSchema, RunIdParamsSchema, RunListSchema, RunSchema, RunWithStoredSchema, UNAUTHORIZED, UploadResultSchema, errors } from './api-schemas.ts';
+import { HealthSchema, RunIdParamsSchema, RunListSchema, RunSchema, RunWithStoredSchema, PASS_THROUGH_COMPILERS, UNAUTHORIZED, UploadResultSchema, errors } from './api-schemas.ts';
 
 export const DEFAULT_MAX_CONCURRENT_RUNS = 8;
 
@@ -141,6 +141,8 @@ export function createApp(deps: AppDeps) {
     // JSON bodies (run requests) are small; uploads are streams with their own limit (BODY_LIMIT_MB).
     bodyLimit: 1024 * 1024,
     logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/metrics' }),
+    // The handlers validate (api-schemas.ts): Fastify's ajv and fast-json-stringify are never built, nor loaded.
+    schemaController: { compilersFactory: PASS_THROUGH_COMPILERS },
   });
   // Before any route: the document is made from the routes' schemas (GET /openapi.json, /docs).
   registerOpenApi(app);

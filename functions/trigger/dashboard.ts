@@ -14,7 +14,6 @@
 // history. The cookie is stateless (any trigger with the same token accepts it, none keeps a
 // list), short-lived, useless for any other route, and never readable by the page's scripts.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { z } from 'zod';
 import type { AppDeps } from './app.ts';
 import { UNAUTHORIZED, errors, validatedByHandlers } from './api-schemas.ts';
 import type { Run } from './runs.ts';
+import { lazily, loadAssets, sendAsset } from './static-files.ts';
 import type {
   EvSummary, Extent, FunctionHealth, HealthSnapshot, MinuteRow, QueueHealth, RunView, Snapshot, StreamEventName, StreamEvents,
 } from './dashboard/protocol.ts';
@@ -104,53 +104,10 @@ export function dashboardAuthorizes(req: FastifyRequest, token: string): boolean
 
 // --- static files ---------------------------------------------------------------------
 
-interface Asset { body: Buffer; gzip?: Buffer; br?: Buffer; type: string; etag: string; cache: string }
-
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
-  '.map': 'application/json; charset=utf-8', '.txt': 'text/plain; charset=utf-8',
-};
 // The page loads nothing but its own files and talks to nothing but this origin.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-/**
- * The built page, all in memory (a few hundred KiB): assets.json (written by build.mjs) lists
- * the files, so a request can only ever name one of them; no path reaches the file system.
- */
-function loadAssets(dir: string): Map<string, Asset> | null {
-  const listing = path.join(dir, 'assets.json');
-  if (!existsSync(listing)) return null;
-  const { files } = JSON.parse(readFileSync(listing, 'utf8')) as { files: { name: string; hash: string }[] };
-  const assets = new Map<string, Asset>();
-  for (const { name, hash } of files) {
-    const file = path.join(dir, name);
-    const optional = (ext: string) => (existsSync(file + ext) ? readFileSync(file + ext) : undefined);
-    const asset: Asset = {
-      body: readFileSync(file),
-      type: TYPES[path.extname(name)] ?? 'application/octet-stream',
-      etag: `"${hash.slice(0, 32)}"`,
-      // index.html names the hashed assets: revalidated on every load; the assets never change under their name.
-      cache: name === 'index.html' ? 'no-cache' : 'public, max-age=31536000, immutable',
-    };
-    const gzip = optional('.gz');
-    const br = optional('.br');
-    if (gzip) asset.gzip = gzip;
-    if (br) asset.br = br;
-    assets.set(name, asset);
-  }
-  return assets;
-}
-
-function sendAsset(req: FastifyRequest, reply: FastifyReply, asset: Asset) {
-  reply.header('cache-control', asset.cache).header('etag', asset.etag).header('vary', 'accept-encoding').header('x-content-type-options', 'nosniff');
-  if (asset.type.startsWith('text/html')) reply.header('content-security-policy', CSP).header('referrer-policy', 'no-referrer');
-  if (req.headers['if-none-match'] === asset.etag) return reply.code(304).send();
-  const accept = String(req.headers['accept-encoding'] ?? '');
-  let body = asset.body;
-  if (asset.br && /\bbr\b/.test(accept)) (body = asset.br), reply.header('content-encoding', 'br');
-  else if (asset.gzip && /\bgzip\b/.test(accept)) (body = asset.gzip), reply.header('content-encoding', 'gzip');
-  return reply.type(asset.type).send(body);
-}
+// index.html names the hashed assets: revalidated on every load; the assets never change under their name.
+const PAGE_POLICY = { immutable: (name: string) => name !== 'index.html', csp: CSP };
 
 // --- the hub: pollers shared by every open page, one ring of recent events ------------
 
@@ -403,13 +360,14 @@ const defaultAssetsDir = () => fileURLToPath(new URL('./dashboard/', import.meta
 export const dashboardRoutes = (deps: AppDeps): FastifyPluginAsync => async (app) => {
   validatedByHandlers(app);
   const opts = deps.dashboard ?? {};
-  const assets = loadAssets(opts.assetsDir ?? defaultAssetsDir());
+  // Read on the first request for the page (functions/trigger/static-files.ts), not at start.
+  const assets = lazily(() => loadAssets(opts.assetsDir ?? defaultAssetsDir(), PAGE_POLICY));
   const hub = createHub(deps, opts);
   // Before the server stops accepting: an open stream would otherwise hold app.close() until the page goes away.
   app.addHook('preClose', async () => hub.close());
 
   const page = async (req: FastifyRequest, reply: FastifyReply) => {
-    const index = assets?.get('index.html');
+    const index = assets()?.get('index.html');
     if (!index) return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the dashboard is not built: run npm run build' });
     return sendAsset(req, reply, index);
   };
@@ -419,7 +377,7 @@ export const dashboardRoutes = (deps: AppDeps): FastifyPluginAsync => async (app
   app.get('/index.html', hide, page);
   app.get('/assets/:name', hide, async (req, reply) => {
     const { name } = req.params as { name: string };
-    const asset = assets?.get(`assets/${name}`);
+    const asset = assets()?.get(`assets/${name}`);
     if (!asset) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no dashboard asset ${name}` });
     return sendAsset(req, reply, asset);
   });

@@ -5,9 +5,13 @@ import { z } from 'zod';
 import type { Pool } from '../../shared/db/pool.ts';
 import { clockMessage, readingMessage, type EvMessage } from '../../shared/contracts/ev.ts';
 import type { Catalog } from '../../shared/ev/catalog.ts';
-import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import type { Pause, RunCount, SessionPlan, SimOptions } from '../../shared/ev/simulator.ts';
 import type { Position, Runner } from './runner.ts';
 import type { LeasedRun, Run, RunStore } from './runs.ts';
+
+// The simulator and faker's English data it draws identities from (~450 KiB of the bundle) are
+// evaluated with the first EV run, not at start (esbuild keeps the module in the bundle, lazily).
+const loadSimulator = () => import('../../shared/ev/simulator.ts');
 
 export const EvRunRequestSchema = z.strictObject({
   kind: z.literal('ev'),
@@ -84,6 +88,7 @@ export function createEvRuns(deps: {
     deps.runner.start(
       run,
       async (out) => {
+        const { simulateRun } = await loadSimulator();
         let wallStart = 0;
         let simStart: number | null = null;
         let item = -1;
@@ -106,6 +111,7 @@ export function createEvRuns(deps: {
 
   return {
     async start(request) {
+      const { countRunMessages, planRunSliced } = await loadSimulator();
       const seed = request.seed ?? Math.floor(Math.random() * 2 ** 32);
       const startTime = request.startTime ?? new Date().toISOString();
       // Refused before anything is recorded: count what the run would publish (the plans'
@@ -127,6 +133,7 @@ export function createEvRuns(deps: {
       return run;
     },
     async resume(run) {
+      const { planRunSliced } = await loadSimulator();
       const { opts, speed } = optionsOf(run);
       launch(run, opts, speed, await planRunSliced(opts, slices), run.checkpoint);
     },

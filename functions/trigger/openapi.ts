@@ -12,15 +12,18 @@
 // which the README publishes anyway, and no data; a browser cannot send a bearer header when it
 // opens /docs, and code generators fetch the document without one. Every route it describes
 // still needs the token.
-import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
-import scalar from '@scalar/fastify-api-reference';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import pkg from '../../package.json' with { type: 'json' };
 import { validatedByHandlers } from './api-schemas.ts';
+import { loadAssets, makeAsset, sendAsset, type Asset, type AssetPolicy } from './static-files.ts';
 
 export const OPENAPI_PATH = '/openapi.json';
+// As in ./docs.ts, which this module imports only when it runs from the sources (see registerDocs).
 export const DOCS_PATH = '/docs';
 
 /** Paths served without the token: health, and the API's description (exact paths: no prefix that `..` could extend). */
@@ -29,9 +32,7 @@ export const isPublicPath = (path: string): boolean => PUBLIC_PATHS.has(path);
 
 /**
  * Registers the document generator (before any route, so that it sees them all), GET /openapi.json
- * and the Scalar reader at /docs. Scalar's plugin carries its script inside the module, so the
- * trigger's single-file bundle serves it with no static files beside it (Swagger UI reads its
- * files from node_modules at run time).
+ * and the Scalar reader at /docs (registerDocs).
  */
 export function registerOpenApi<L extends FastifyBaseLogger>(app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, L>): void {
   // The handlers validate (see above); Fastify passes data through untouched.
@@ -70,16 +71,43 @@ export function registerOpenApi<L extends FastifyBaseLogger>(app: FastifyInstanc
   });
 
   app.get(OPENAPI_PATH, { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger());
-  void app.register(scalar, {
-    routePrefix: DOCS_PATH,
-    logLevel: 'warn',
-    configuration: {
-      // Our own /openapi.json (the plugin would otherwise add copies under /docs).
-      url: OPENAPI_PATH,
-      pageTitle: 'sluice API',
-      // Nothing fetched from third parties: no web fonts, no telemetry.
-      withDefaultFonts: false,
-      telemetry: false,
-    },
-  });
+  registerDocs(app as unknown as FastifyInstance);
+}
+
+// The reader's script is not named by its content: every file revalidated (ETag).
+const DOCS_POLICY: AssetPolicy = { immutable: () => false };
+const defaultDocsDir = () => fileURLToPath(new URL('./docs/', import.meta.url));
+
+/**
+ * GET /docs, /docs/ and /docs/js/scalar.js: Scalar's page and script, rendered by ./docs.ts with
+ * Scalar's Fastify plugin. The bundle does not carry them (5 MB of the trigger's 8): build.mjs
+ * wrote them, compressed, to docs/ beside it, read on the first request. Run from the sources,
+ * there is no such folder: the first request renders them (build.mjs keeps ./docs.ts out of the bundle).
+ */
+function registerDocs(app: FastifyInstance, dir = defaultDocsDir()): void {
+  let files: Promise<Map<string, Asset> | null> | undefined;
+  const load = async (): Promise<Map<string, Asset> | null> => {
+    const built = loadAssets(dir, DOCS_POLICY);
+    if (built) return built;
+    try {
+      const { renderDocs } = await import('./docs.ts');
+      const rendered = await renderDocs(OPENAPI_PATH);
+      const hash = (body: Buffer) => createHash('sha256').update(body).digest('hex');
+      return new Map([...rendered].map(([name, body]) => [name, makeAsset(name, body, hash(body), DOCS_POLICY)]));
+    } catch (err) {
+      app.log.warn({ err, dir }, 'the API reader is not built (npm run build)');
+      return null;
+    }
+  };
+  const serve = (name: string) => async (req: FastifyRequest, reply: FastifyReply) => {
+    files ??= load();
+    const asset = (await files)?.get(name);
+    if (!asset) return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the API reader is not built: run npm run build' });
+    return sendAsset(req, reply, asset);
+  };
+  const route = { schema: { hide: true }, logLevel: 'warn' } as const;
+  // The page loads its script by a relative path: /docs must end with a slash.
+  app.get(DOCS_PATH, route, async (_req, reply) => reply.redirect(`${DOCS_PATH}/`, 301));
+  app.get(`${DOCS_PATH}/`, route, serve('index.html'));
+  app.get(`${DOCS_PATH}/js/scalar.js`, route, serve('js/scalar.js'));
 }

@@ -73,3 +73,17 @@ test('a real replay, an EV run, the runs and the stats answer as /openapi.json s
   conforms('get', '/v1/stats/top', await api(trigger, 'GET', '/v1/stats/top?dimension=colour'), 400);
   assert.ok(checked.size >= 11);
 });
+
+test('the built trigger serves the API reader from dist/trigger/docs/, compressed, without a token', async () => {
+  const base = `http://127.0.0.1:${trigger.ready.port}`;
+  const page = await fetch(`${base}/docs/`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /"url": "\/openapi\.json"/);
+  const script = await fetch(`${base}/docs/js/scalar.js`, { headers: { 'accept-encoding': 'br' } });
+  assert.equal(script.status, 200);
+  assert.equal(script.headers.get('content-encoding'), 'br');
+  assert.match(String(script.headers.get('content-type')), /javascript/);
+  assert.match(await script.text(), /createApiReference/); // fetch decodes the brotli body
+  const again = await fetch(`${base}/docs/js/scalar.js`, { headers: { 'if-none-match': String(script.headers.get('etag')) } });
+  assert.equal(again.status, 304);
+});
