@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { consumerConfigShape } from '../../shared/config.ts';
-import { DEFAULT_DETECTOR_CONFIG as D } from '../../shared/ev/detector.ts';
+import { DEFAULT_DETECTOR_CONFIG as D } from './detector.ts';
 
 const threshold = (fallback: number) => z.coerce.number().min(0).default(fallback);
 

@@ -7,7 +7,7 @@ import type { Consumer } from '../../shared/amqp/consumer.ts';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { EV_EXCHANGE, eventRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
-import { createDetector } from '../../shared/ev/detector.ts';
+import { createDetector } from './detector.ts';
 import { EV_PARTITIONS, evAnalyticsQueue } from '../../infra/topology.ts';
 import { configShape } from './config.ts';
 import { analyticsContract } from './contract.ts';

@@ -5,8 +5,8 @@ import { z } from 'zod';
 import type { Pool } from '../../shared/db/pool.ts';
 import { CLOCK_ROUTING_KEY, EV_EXCHANGE, readingRoutingKey } from '../../shared/contracts/ev.ts';
 import { encodeJson } from '../../shared/contracts/json.ts';
-import type { Catalog } from '../../shared/ev/catalog.ts';
-import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import type { Catalog } from './ev-catalog.ts';
+import { countRunMessages, planRunSliced, simulateRun, type Pause, type RunCount, type SessionPlan, type SimOptions } from './ev-simulator.ts';
 import type { Position, Runner } from './runner.ts';
 import type { LeasedRun, Run, RunStore } from './runs.ts';
 

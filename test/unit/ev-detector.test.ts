@@ -9,7 +9,7 @@ import {
   sessionRunId,
   type RunClock,
   type SessionState,
-} from '../../shared/ev/detector.ts';
+} from '../../functions/ev-analytics/detector.ts';
 
 // ---- helpers --------------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import type { EvEvent, EvEventType, EvReading } from '../../shared/contracts/ev.ts';
-import { loadCatalog } from '../../shared/ev/catalog.ts';
-import { planRun, sessionReadings, simulateRun, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
+import { planRun, sessionReadings, simulateRun, type SessionPlan, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import { createEventsHandler, createReadingsHandler, type EvStore, type ReadingRow, type SessionPatch } from '../../functions/ev-store/handler.ts';
 
 const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'ev.store' };

@@ -14,7 +14,7 @@ import {
   type EvEventType,
   type EvReading,
   type OcppErrorCode,
-} from '../contracts/ev.ts';
+} from '../../shared/contracts/ev.ts';
 
 export interface DetectorConfig {
   /** No reading for this many sample intervals of event time (watermark-based) -> charge.offline. */
