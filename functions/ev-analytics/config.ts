@@ -16,6 +16,8 @@ export const configShape = {
   EV_SOC_DROP_POINTS: threshold(D.socDropPoints),
   EV_OVER_LIMIT_POINTS: threshold(D.overLimitPoints),
   EV_COMPLETED_TOLERANCE_POINTS: threshold(D.completedTolerancePoints),
+  /** Readings of a session that may wait above a missing one (a retry) before it is taken as lost. */
+  EV_REORDER_WINDOW: z.coerce.number().int().min(1).max(10_000).default(D.reorderWindow),
   /** How often instances heartbeat and share out the partitions. */
   REBALANCE_EVERY_MS: z.coerce.number().int().min(100).max(60_000).default(2_000),
 };

@@ -25,6 +25,7 @@ const detector = createDetector({
   socDropPoints: config.EV_SOC_DROP_POINTS,
   overLimitPoints: config.EV_OVER_LIMIT_POINTS,
   completedTolerancePoints: config.EV_COMPLETED_TOLERANCE_POINTS,
+  reorderWindow: config.EV_REORDER_WINDOW,
 });
 const events: EventSink = {
   async publish(list) {

@@ -137,6 +137,24 @@ describe('ev-store readings handler', () => {
     assert.equal(inOrder.location, plan.location);
   });
 
+  test('a reading that comes back after later batches (a retry) is stored, its patch carries its own seq', async () => {
+    const { readings } = planWith(null);
+    const k = 5;
+    const store = recordingStore();
+    const handler = createReadingsHandler({ store });
+    await handler(readings.filter((_, i) => i !== k).map(item), ctx);
+    await handler([item(readings[k]!)], ctx);
+    const stored = store.readings.flat().map((r) => r.seq);
+    assert.deepEqual([...stored].sort((a, b) => a - b), readings.map((r) => r.seq), 'every reading stored once, the late one too');
+    const [whole, late] = [store.patches[0]![0]!, store.patches[1]![0]!];
+    assert.equal(whole.first!.seq, 0);
+    assert.equal(whole.last!.seq, readings.at(-1)!.seq);
+    // The merge keeps the lowest first_seq and the highest last_seq: seq 5 moves neither end.
+    assert.deepEqual([late.first!.seq, late.last!.seq], [k, k]);
+    assert.equal(late.last!.ended, false);
+    assert.equal(late.status, 'charging', 'the merge only moves a status up: a late Charging reading cannot reopen a stopped session');
+  });
+
   test('a part of a session: first/last of that part, still charging, not ended', async () => {
     const { readings } = planWith(null);
     const part = readings.slice(5, 12);
