@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { EV_ANALYTICS_QUEUES } from '../../infra/topology.ts';
 import { consumerConfigShape } from '../../shared/config.ts';
-import { DEFAULT_DETECTOR_CONFIG as D } from '../../shared/ev/detector.ts';
+import { DEFAULT_DETECTOR_CONFIG as D } from './detector.ts';
 
 /** One queue per partition, in partition order (the index of a queue is its partition). */
 export const PARTITION_QUEUES = EV_ANALYTICS_QUEUES;
@@ -20,6 +20,8 @@ export const configShape = {
   EV_SOC_DROP_POINTS: threshold(D.socDropPoints),
   EV_OVER_LIMIT_POINTS: threshold(D.overLimitPoints),
   EV_COMPLETED_TOLERANCE_POINTS: threshold(D.completedTolerancePoints),
+  /** Readings of a session that may wait above a missing one (a retry) before it is taken as lost. */
+  EV_REORDER_WINDOW: z.coerce.number().int().min(1).max(10_000).default(D.reorderWindow),
   /** How often instances heartbeat and share out the partitions. */
   REBALANCE_EVERY_MS: z.coerce.number().int().min(100).max(60_000).default(2_000),
 };

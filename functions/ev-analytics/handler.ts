@@ -25,7 +25,7 @@
 import type { BatchContext, BatchHandler, BatchItemFailure } from '../../shared/amqp/consumer.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
 import { PermanentError, UnavailableError } from '../../shared/errors.ts';
-import { isOpen, type Detector, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
+import { isOpen, type Detector, type RunClock, type SessionState } from './detector.ts';
 import type { AnalyticsMessage } from './contract.ts';
 
 export interface AnalyticsStore {

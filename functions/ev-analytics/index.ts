@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Consumer } from '../../shared/amqp/consumer.ts';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { eventMessage } from '../../shared/contracts/ev.ts';
-import { createDetector } from '../../shared/ev/detector.ts';
+import { createDetector } from './detector.ts';
 import { PARTITION_QUEUES, configShape } from './config.ts';
 import { analyticsContract } from './contract.ts';
 import { createHandler, type EventSink } from './handler.ts';
@@ -23,6 +23,7 @@ const detector = createDetector({
   socDropPoints: config.EV_SOC_DROP_POINTS,
   overLimitPoints: config.EV_OVER_LIMIT_POINTS,
   completedTolerancePoints: config.EV_COMPLETED_TOLERANCE_POINTS,
+  reorderWindow: config.EV_REORDER_WINDOW,
 });
 const events: EventSink = {
   async publish(list) {

@@ -1,5 +1,5 @@
 import { inTransaction, type Pool } from '../../shared/db/pool.ts';
-import { isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
+import { isOpen, type RunClock, type SessionState } from './detector.ts';
 import type { AnalyticsStore } from './handler.ts';
 import type { Membership } from './rebalance.ts';
 

@@ -23,7 +23,7 @@ export const configShape = {
   MAX_RUN_MESSAGES: z.coerce.number().int().min(1).max(1e12).default(5_000_000),
   /** A run whose trigger reported no progress for this long is taken over by another trigger. */
   RUN_STALE_AFTER_S: z.coerce.number().min(1).max(3600).default(30),
-  /** An EV catalog file that replaces the one bundled with the code (shared/ev/vehicles.json). */
+  /** An EV catalog file that replaces the one bundled with the code (functions/trigger/ev-vehicles.json). */
   EV_CATALOG: z.string().optional(),
   /**
    * The dead-letter operator, sluice_dlq (infra/access.ts OPERATORS): GET/POST /v1/dlq… run as this

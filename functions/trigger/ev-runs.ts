@@ -4,14 +4,14 @@
 import { z } from 'zod';
 import type { Pool } from '../../shared/db/pool.ts';
 import { clockMessage, readingMessage, type EvMessage } from '../../shared/contracts/ev.ts';
-import type { Catalog } from '../../shared/ev/catalog.ts';
-import type { Pause, RunCount, SessionPlan, SimOptions } from '../../shared/ev/simulator.ts';
+import type { Catalog } from './ev-catalog.ts';
+import type { Pause, RunCount, SessionPlan, SimOptions } from './ev-simulator.ts';
 import type { Position, Runner } from './runner.ts';
 import type { LeasedRun, Run, RunStore } from './runs.ts';
 
 // The simulator and faker's English data it draws identities from (~450 KiB of the bundle) are
 // evaluated with the first EV run, not at start (esbuild keeps the module in the bundle, lazily).
-const loadSimulator = () => import('../../shared/ev/simulator.ts');
+const loadSimulator = () => import('./ev-simulator.ts');
 
 export const EvRunRequestSchema = z.strictObject({
   kind: z.literal('ev'),

@@ -2,7 +2,7 @@
 import type { AddressInfo } from 'node:net';
 import { boot } from '../../shared/runtime.ts';
 import { ConfigError } from '../../shared/errors.ts';
-import { loadCatalog } from '../../shared/ev/catalog.ts';
+import { loadCatalog } from './ev-catalog.ts';
 import { createApp } from './app.ts';
 import { DEV_TOKEN, configShape, triggerConfigProblems } from './config.ts';
 import { createEvRuns } from './ev-runs.ts';

@@ -1,4 +1,4 @@
-// The EV catalog ships with the project (shared/ev/vehicles.json) and is bundled into the code
+// The EV catalog ships with the project (functions/trigger/ev-vehicles.json) and is bundled into the code
 // that uses it; EV_CATALOG (a path) still overrides it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,10 +7,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
-import { loadCatalog, parseCatalog } from '../../shared/ev/catalog.ts';
+import { loadCatalog, parseCatalog } from '../../functions/trigger/ev-catalog.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
-const inRepo = path.join(root, 'shared/ev/vehicles.json');
+const inRepo = path.join(root, 'functions/trigger/ev-vehicles.json');
 /** The reference copy beside the project, when there is one (a clone has none). */
 const reference = path.resolve(root, '../shared/data/ev/vehicles.json');
 
@@ -23,7 +23,7 @@ test('the bundled catalog validates and needs no argument', () => {
   assert.notEqual(loadCatalog(), catalog, 'every call gets its own copy (a caller may change it)');
 });
 
-test('the bundled catalog is shared/ev/vehicles.json', () => {
+test('the bundled catalog is functions/trigger/ev-vehicles.json', () => {
   assert.deepEqual(loadCatalog(), parseCatalog(JSON.parse(readFileSync(inRepo, 'utf8'))));
   assert.deepEqual(loadCatalog(inRepo), loadCatalog());
 });
@@ -53,7 +53,7 @@ test('esbuild inlines the catalog: a bundle loads it with no file beside it', as
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-catalog-bundle-'));
   try {
     const entry = path.join(dir, 'entry.ts');
-    writeFileSync(entry, `import { loadCatalog } from ${JSON.stringify(path.join(root, 'shared/ev/catalog.ts'))};\nconsole.log(loadCatalog().vehicles.length);\n`);
+    writeFileSync(entry, `import { loadCatalog } from ${JSON.stringify(path.join(root, 'functions/trigger/ev-catalog.ts'))};\nconsole.log(loadCatalog().vehicles.length);\n`);
     const outfile = path.join(dir, 'out', 'index.mjs');
     await esbuild.build({ entryPoints: [entry], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node24', logLevel: 'silent', absWorkingDir: root });
     const run = spawnSync(process.execPath, [outfile], { cwd: dir, encoding: 'utf8' });

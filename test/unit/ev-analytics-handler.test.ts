@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { BatchContext, BatchItem, BatchItemFailure } from '../../shared/amqp/consumer.ts';
 import { EvEventSchema, FAULT_TYPES, type EvEvent, type FaultType } from '../../shared/contracts/ev.ts';
-import { loadCatalog } from '../../shared/ev/catalog.ts';
-import { createDetector, isOpen, type RunClock, type SessionState } from '../../shared/ev/detector.ts';
-import { planRun, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
+import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
+import { createDetector, isOpen, type RunClock, type SessionState } from '../../functions/ev-analytics/detector.ts';
+import { planRun, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
 import { InvalidReadingError, PartitionLostError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
 import { isUnavailable } from '../../shared/errors.ts';
@@ -202,6 +202,34 @@ describe('ev-analytics handler', () => {
     assert.ok([...ref.store.states.values()].every((s) => !s.open));
     assert.equal(ref.store.states.size, PLANS.length);
     assert.deepEqual(JSON.parse(ref.store.clocks.get('run-a|0')!).final, true);
+  });
+
+  test('readings out of order (retried, redelivered) raise exactly the in-order events; true duplicates nothing', async () => {
+    const ref = await referenceRun();
+    // Every 97th reading comes back 120 messages (some 5 sample intervals) later, as from the
+    // retry queue, unless it is the last of its session: the next reading shows the charger online
+    // meanwhile. (Were all of a charger's readings late, it would look silent, in order or not.)
+    const lastSeq = new Map<string, number>();
+    for (const it of ITEMS) if (it.body.kind === 'reading') lastSeq.set(it.body.reading.sessionId, it.body.reading.seq);
+    const items = [...ITEMS];
+    let moved = 0;
+    for (let k = items.length - 1; k >= 0; k--) {
+      const m = items[k]!.body;
+      if (m.kind !== 'reading' || k % 97 !== 0 || m.reading.seq === lastSeq.get(m.reading.sessionId)) continue;
+      const [it] = items.splice(k, 1);
+      items.splice(Math.min(k + 120, items.length), 0, it!);
+      moved++;
+    }
+    // And some readings are redelivered (true duplicates), some after later readings.
+    const redelivered = items.filter((it, k) => it.body.kind === 'reading' && k % 31 === 5);
+    items.splice(200, 0, ...redelivered.slice(0, 10));
+    items.push(...redelivered);
+    assert.ok(moved > 20 && redelivered.length > 20);
+    for (const size of [1, 7, 200]) {
+      const late = await runAll([size], items);
+      assert.deepEqual(byId(late.sink.all()), byId(ref.sink.all()), `events with batches of ${size}`);
+      assert.deepEqual(late.store.snapshot(), ref.store.snapshot(), `stored states with batches of ${size}`);
+    }
   });
 
   test('invalid readings come back as failures at their index, naming the problem', async () => {

@@ -9,7 +9,7 @@ import {
   sessionRunId,
   type RunClock,
   type SessionState,
-} from '../../shared/ev/detector.ts';
+} from '../../functions/ev-analytics/detector.ts';
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -162,10 +162,12 @@ class Harness {
 
 test('defaults are the documented ones', () => {
   assert.deepEqual({ ...DEFAULT_DETECTOR_CONFIG }, {
-    offlineAfterIntervals: 3, stallPowerW: 100, stallAfterS: 600, socDropPoints: 3, overLimitPoints: 2, completedTolerancePoints: 1,
+    offlineAfterIntervals: 3, stallPowerW: 100, stallAfterS: 600, socDropPoints: 3, overLimitPoints: 2, completedTolerancePoints: 1, reorderWindow: 256,
   });
   assert.throws(() => createDetector({ stallAfterS: -1 }), RangeError);
   assert.throws(() => createDetector({ offlineAfterIntervals: 0 }), RangeError);
+  assert.throws(() => createDetector({ reorderWindow: 0 }), RangeError);
+  assert.throws(() => createDetector({ reorderWindow: 1.5 }), RangeError);
 });
 
 test('charge.started fires once, on the first valid reading', () => {
@@ -466,6 +468,159 @@ test('eventIds and events are stable across two independent detector runs', () =
     'A:charge.completed', 'A:charge.invalid_reading', 'A:charge.started', 'B:charge.offline', 'B:charge.started',
   ]);
   assert.equal(new Set(one.events.map((e) => e.eventId)).size, one.events.length);
+});
+
+// ---- out-of-order readings (a retry, a redelivery) ----------------------------------------
+
+/** `rs` with the reading at `index` moved `by` places later, as the retry queue returns it. */
+function delayed(rs: EvReading[], index: number, by: number): EvReading[] {
+  const out = rs.filter((_, k) => k !== index);
+  out.splice(Math.min(index + by, out.length), 0, rs[index]!);
+  return out;
+}
+
+const byId = (events: EvEvent[]): EvEvent[] => [...events].sort((a, b) => a.eventId.localeCompare(b.eventId));
+
+/** Sessions whose detections depend on order: pairs of neighbours (soc_drop), runs (stall), the start (completed). */
+const ORDER_CASES: Record<string, () => EvReading[]> = {
+  healthy: () => simulate({ startSoc: 60, limit: 80, intervalS: 60 }),
+  'a 5-point SoC drop': () => simulate({ startSoc: 40, limit: 80, intervalS: 60 }).map((r) => (r.seq === 10 ? reading({ ...r, socPercent: r.socPercent - 5 }) : r)),
+  // 2 points, then 2 more: each pair is tolerated, the pair across the middle one is not.
+  'two 2-point dips': () => {
+    const rs = simulate({ startSoc: 40, limit: 80, intervalS: 60 });
+    const at9 = rs[9]!.socPercent;
+    return rs.map((r) => (r.seq === 10 || r.seq === 11 ? reading({ ...r, socPercent: at9 - 2 * (r.seq - 9) }) : r));
+  },
+  'a stall': () => [reading({ seq: 0 }), ...Array.from({ length: 80 }, (_, k) => reading({ seq: k + 1, socPercent: 40, powerW: k < 5 ? 50_000 : 40 }))],
+  // Low power for just under stallAfterS, a recovery, low power again: never a stall.
+  'a stall broken by a recovery': () => [reading({ seq: 0 }), ...Array.from({ length: 100 }, (_, k) => reading({ seq: k + 1, socPercent: 40, powerW: k === 55 ? 5_000 : 40 }))],
+  'over the limit': () => simulate({ startSoc: 70, limit: 80, intervalS: 60 }).map((r) => (r.chargingState === 'Charging' && r.seq > 5 ? reading({ ...r, socPercent: 84 }) : r)),
+  'a fault': () => simulate({ startSoc: 50, limit: 80, intervalS: 60 }).map((r) => (r.seq === 8 ? reading({ ...r, chargingState: 'Faulted', errorCode: 'GroundFailure', powerW: 0 }) : r)),
+  'an impossible reading': () => simulate({ startSoc: 50, limit: 80, intervalS: 60 }).map((r) => (r.seq === 6 ? reading({ ...r, socPercent: 140 }) : r)),
+};
+
+for (const [name, make] of Object.entries(ORDER_CASES)) {
+  test(`out of order (${name}): any one reading delayed by 1, 7 or 70 places raises exactly the in-order events`, () => {
+    const rs = make();
+    const inOrder = new Harness().play(rs);
+    assert.ok(inOrder.types().includes('charge.started'));
+    for (let index = 0; index < rs.length - 1; index++) {
+      for (const by of [1, 7, 70]) {
+        const late = new Harness().play(delayed(rs, index, by));
+        const where = `seq ${rs[index]!.seq} delayed by ${by}`;
+        assert.deepEqual(byId(late.events), byId(inOrder.events), where);
+        assert.equal(late.duplicates, 0, where);
+        assert.deepEqual(late.states.get('S1'), inOrder.states.get('S1'), `${where}: the same final state`);
+      }
+    }
+  });
+}
+
+test('out of order: the dips case is order-sensitive (comparing across seq 10 would be a false soc_drop)', () => {
+  const rs = ORDER_CASES['two 2-point dips']!();
+  const [a, b, c] = [rs[10]!, rs[11]!, rs[12]!];
+  assert.ok(a.socPercent - b.socPercent < 3 && b.socPercent - c.socPercent < 3 && rs[9]!.socPercent - a.socPercent < 3, 'each step is tolerated');
+  assert.ok(rs[9]!.socPercent - b.socPercent >= 3, 'but skipping seq 10 compares a 4-point drop');
+  assert.ok(!new Harness().play(rs).types().includes('charge.soc_drop'));
+});
+
+test('out of order: a reading waiting above a gap raises nothing until the gap is filled, then the in-order events', () => {
+  const rs = ORDER_CASES['a 5-point SoC drop']!();
+  const h = new Harness();
+  for (const r of rs.slice(0, 9)) h.read(r);
+  assert.deepEqual(h.read(rs[10]!), [], 'seq 10 waits for seq 9');
+  assert.equal(h.states.get('S1')!.pending.length, 1);
+  const filled = h.read(rs[9]!);
+  assert.deepEqual(filled.map((e) => [e.type, e.seq]), [['charge.soc_drop', 10]]);
+  assert.equal(h.states.get('S1')!.pending.length, 0);
+  assert.equal(h.states.get('S1')!.applied, 10);
+});
+
+test('out of order: a true duplicate is still ignored, waiting or processed', () => {
+  const rs = simulate({ startSoc: 60, limit: 80 });
+  const h = new Harness();
+  h.read(rs[0]!);
+  h.read(rs[2]!); // waits for seq 1
+  const before = h.states.get('S1')!;
+  assert.deepEqual(h.read(rs[2]!), []);
+  assert.deepEqual(h.read(rs[0]!), []);
+  assert.equal(h.duplicates, 2);
+  assert.deepEqual(h.states.get('S1'), before);
+  h.read(rs[1]!);
+  assert.deepEqual([h.read(rs[1]!), h.read(rs[2]!)], [[], []]);
+  assert.equal(h.duplicates, 4);
+});
+
+test('out of order: a delayed reading keeps the charger online (no false offline), the offline of a silent one stays', () => {
+  const rs = simulate({ maxCharging: 12, finish: false, intervalS: 10 });
+  const h = new Harness();
+  // seq 3 comes back 6 readings later; a clock ticks after every reading.
+  h.play(delayed(rs, 3, 6), false);
+  for (const r of delayed(rs, 3, 6)) h.tick(clock(Date.parse(r.timestamp)));
+  assert.deepEqual(h.types(), ['charge.started']);
+  h.tick(clock(Date.parse(rs.at(-1)!.timestamp) + 30_000, true));
+  assert.deepEqual(h.types(), ['charge.started', 'charge.offline']);
+});
+
+test('out of order: a charger that goes silent while a reading below its last is still missing: the in-order offline event', () => {
+  const rs = simulate({ maxCharging: 12, finish: false, intervalS: 10 }).map((r) => (r.seq === 11 ? reading({ ...r, socPercent: r.socPercent + 1 }) : r));
+  const endMs = Date.parse(rs.at(-1)!.timestamp) + 50_000;
+  const inOrder = new Harness().play(rs, false);
+  inOrder.tick(clock(endMs, true));
+  const h = new Harness();
+  for (const r of rs.filter((r) => r.seq !== 10)) h.read(r);
+  const offline = h.tick(clock(endMs, true));
+  assert.deepEqual(offline.map((e) => e.type), ['charge.offline']);
+  assert.equal(offline[0]!.socPercent, rs.at(-1)!.socPercent, 'the last SoC the charger sent, though it waits above the gap');
+  h.read(rs[10]!); // the missing reading arrives after all
+  assert.deepEqual(byId(h.events), byId(inOrder.events));
+  assert.deepEqual(h.states.get('S1'), inOrder.states.get('S1'));
+});
+
+test('out of order: a gap is given up once reorderWindow readings wait; its reading arriving after that is no duplicate', () => {
+  const det = createDetector({ reorderWindow: 4 });
+  const rs = simulate({ startSoc: 50, limit: 80, intervalS: 60 }).map((r) => (r.seq === 3 ? reading({ ...r, chargingState: 'Faulted', errorCode: 'GroundFailure', powerW: 0 }) : r));
+  const h = new Harness(det);
+  const missing = rs[3]!;
+  for (const r of rs.filter((r) => r !== missing).slice(0, 7)) h.read(r); // seq 0..2 and 4..7
+  let st = h.states.get('S1')!;
+  assert.deepEqual(st.pending.map((p) => p.seq), [4, 5, 6, 7], 'four wait above the gap');
+  h.read(rs[8]!);
+  st = h.states.get('S1')!;
+  assert.equal(st.pending.length, 0, 'a fifth gives the gap up');
+  assert.equal(st.applied, 8);
+  assert.deepEqual(st.skipped, [3]);
+  for (const r of rs.slice(9, 30)) h.read(r);
+  assert.ok(h.states.get('S1')!.pending.length === 0);
+  assert.ok(!h.types().includes('charge.fault'));
+  // The given-up reading still arrives: checked on its own, its fault is reported.
+  assert.deepEqual(h.read(missing).map((e) => e.type), ['charge.fault']);
+  assert.deepEqual(h.states.get('S1')!.skipped, []);
+  assert.deepEqual(h.read(missing), [], 'and once only');
+  assert.equal(h.duplicates, 1);
+});
+
+test('out of order: the state stays bounded however many readings wait', () => {
+  const h = new Harness(createDetector({ reorderWindow: 16 }));
+  const rs = [reading({ seq: 0 }), ...Array.from({ length: 400 }, (_, k) => reading({ seq: k + 1, socPercent: 40 }))];
+  for (const r of rs) if (r.seq % 50 !== 7) h.read(r); // a missing reading every 50
+  const st = h.states.get('S1')!;
+  assert.ok(st.pending.length <= 16);
+  assert.ok(st.skipped.length <= 64);
+  assert.ok(JSON.stringify(st).length < 8_000, `${JSON.stringify(st).length} chars`);
+});
+
+test('a state saved before readings could wait (v 1) is continued as it was', () => {
+  const rs = simulate({ startSoc: 40, limit: 80 }).map((r) => (r.seq === 10 ? reading({ ...r, socPercent: r.socPercent - 5 }) : r));
+  const clean = new Harness().play(rs);
+  const h = new Harness();
+  for (const r of rs.slice(0, 6)) h.read(r);
+  const { applied: _a, pending: _p, skipped: _s, ...rest } = h.states.get('S1')!;
+  h.states.set('S1', { ...rest, v: 1 } as unknown as SessionState);
+  for (const r of rs.slice(6)) h.read(r);
+  assert.deepEqual(h.types(), clean.types().filter((t) => t !== 'charge.offline'));
+  assert.equal(h.states.get('S1')!.v, 2);
+  assert.throws(() => createDetector().onReading({ ...rest, v: 3 } as unknown as SessionState, rs[6]!), /version 3/);
 });
 
 test('session state is small plain JSON', () => {

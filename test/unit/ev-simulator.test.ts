@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { EvClockSchema, EvReadingSchema, FAULT_TYPES, readingProblems, type EvClock, type EvReading, type FaultType } from '../../shared/contracts/ev.ts';
-import { loadCatalog, parseCatalog, type CatalogCharger, type CatalogVehicle } from '../../shared/ev/catalog.ts';
+import { loadCatalog, parseCatalog, type CatalogCharger, type CatalogVehicle } from '../../functions/trigger/ev-catalog.ts';
 import {
   FAULT_ERROR_CODES, INVALID_POWER_W, INVALID_SOC_PERCENT, STALL_MAX_POWER_W, STALL_MIN_DURATION_S,
   maxPowerKW, planRun, sessionReadings, simulateRun, type SessionPlan, type SimItem, type SimOptions,
-} from '../../shared/ev/simulator.ts';
+} from '../../functions/trigger/ev-simulator.ts';
 
 const CATALOG_FILE = new URL('../../../shared/data/ev/vehicles.json', import.meta.url).pathname;
 const catalog = loadCatalog();

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import type { EvEvent, EvEventType, EvReading } from '../../shared/contracts/ev.ts';
-import { loadCatalog } from '../../shared/ev/catalog.ts';
-import { planRun, sessionReadings, simulateRun, type SessionPlan, type SimOptions } from '../../shared/ev/simulator.ts';
+import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
+import { planRun, sessionReadings, simulateRun, type SessionPlan, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import { createEventsHandler, createReadingsHandler, type EvStore, type ReadingRow, type SessionPatch } from '../../functions/ev-store/handler.ts';
 
 const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'ev.store' };
@@ -135,6 +135,24 @@ describe('ev-store readings handler', () => {
     assert.equal(inOrder.chargeLimit, plan.chargeLimitPercent);
     assert.equal(inOrder.vin, plan.vin);
     assert.equal(inOrder.location, plan.location);
+  });
+
+  test('a reading that comes back after later batches (a retry) is stored, its patch carries its own seq', async () => {
+    const { readings } = planWith(null);
+    const k = 5;
+    const store = recordingStore();
+    const handler = createReadingsHandler({ store });
+    await handler(readings.filter((_, i) => i !== k).map(item), ctx);
+    await handler([item(readings[k]!)], ctx);
+    const stored = store.readings.flat().map((r) => r.seq);
+    assert.deepEqual([...stored].sort((a, b) => a - b), readings.map((r) => r.seq), 'every reading stored once, the late one too');
+    const [whole, late] = [store.patches[0]![0]!, store.patches[1]![0]!];
+    assert.equal(whole.first!.seq, 0);
+    assert.equal(whole.last!.seq, readings.at(-1)!.seq);
+    // The merge keeps the lowest first_seq and the highest last_seq: seq 5 moves neither end.
+    assert.deepEqual([late.first!.seq, late.last!.seq], [k, k]);
+    assert.equal(late.last!.ended, false);
+    assert.equal(late.status, 'charging', 'the merge only moves a status up: a late Charging reading cannot reopen a stopped session');
   });
 
   test('a part of a session: first/last of that part, still charging, not ended', async () => {

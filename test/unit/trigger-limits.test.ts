@@ -18,8 +18,8 @@ import { createRunner, type Runner } from '../../functions/trigger/runner.ts';
 import { fakeRuns } from './fakes/run-store.ts';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import { loadCatalog } from '../../shared/ev/catalog.ts';
-import { countRunMessages, planRun, planRunSliced, simulateRun, type SimOptions } from '../../shared/ev/simulator.ts';
+import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
+import { countRunMessages, planRun, planRunSliced, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import { createMetrics } from '../../shared/metrics.ts';
 
 const TOKEN = 'limits-token-123';

@@ -18,8 +18,8 @@
 //   energyWh       += power * dt (grid side register)
 import { createHash } from 'node:crypto';
 import { Faker, base, en } from '@faker-js/faker';
-import { FAULT_TYPES, type ChargingState, type EvClock, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../contracts/ev.ts';
-import type { Catalog, CatalogCharger, CatalogVehicle } from './catalog.ts';
+import { FAULT_TYPES, type ChargingState, type EvClock, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../../shared/contracts/ev.ts';
+import type { Catalog, CatalogCharger, CatalogVehicle } from './ev-catalog.ts';
 
 export interface SimOptions {
   runId: string;

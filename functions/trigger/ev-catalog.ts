@@ -1,10 +1,10 @@
 // The EV catalog (vehicles, charger mix, efficiencies) the charging simulator
-// draws from. The catalog is part of the project: shared/ev/vehicles.json, imported
+// draws from. The catalog is part of the project: functions/trigger/ev-vehicles.json, imported
 // as a module, so esbuild inlines it into every bundle that uses it (the trigger)
 // and no file is read at run time. EV_CATALOG (a path) overrides it.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import bundledCatalog from './vehicles.json' with { type: 'json' };
+import bundledCatalog from './ev-vehicles.json' with { type: 'json' };
 
 /** A [SoC %, kW] point of a DC charging curve. */
 const CurvePointSchema = z.tuple([z.number().min(0).max(100), z.number().nonnegative()]);
@@ -74,11 +74,11 @@ export function parseCatalog(json: unknown): Catalog {
 }
 
 /** Where the catalog that ships with the project comes from (named in errors). */
-export const BUNDLED_CATALOG = 'shared/ev/vehicles.json (bundled)';
+export const BUNDLED_CATALOG = 'functions/trigger/ev-vehicles.json (bundled)';
 
 /**
  * The validated catalog. Without a path (or with an empty one) it is the catalog that
- * ships with the project, shared/ev/vehicles.json, bundled into the code: nothing is read
+ * ships with the project, functions/trigger/ev-vehicles.json, bundled into the code: nothing is read
  * from disk. With a path (EV_CATALOG; a string relative to the cwd, or a URL) it reads
  * and validates that file instead.
  */

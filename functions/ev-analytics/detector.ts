@@ -5,6 +5,20 @@
 // returned events. Everything is decided in event time (reading / clock
 // timestamps), so reprocessing the same messages yields the same events with
 // the same ids.
+//
+// Order. A session's readings are numbered (`seq`, from 0, one per sample interval) and may
+// arrive out of order: a reading that went through the retry queue, or was redelivered, comes
+// back after later ones. What does not depend on order (the charger is online, the latest
+// state, a Finishing reading was seen) is taken at arrival. Everything else, every detection
+// included, is decided on the readings in seq order: a reading above a gap waits in the state
+// (`pending`) until the gap is filled, and then the readings are processed in seq order, so the
+// events are the ones the in-order stream raises. Only a seq already seen is a duplicate. A gap
+// stays open until its reading arrives (a retry, a redelivery, a replay from the dead-letter
+// queue) or, to keep the state bounded, until more than `reorderWindow` readings wait above it:
+// then it is given up (its seqs taken as lost, `skipped`). A skipped reading that still arrives later is
+// checked on its own (fault, impossible values, over limit, completion), never against its
+// neighbours, which were compared without it. Offline detection is not ordered: a reading
+// proves the charger online when it arrives.
 import {
   EVENT_SEVERITY,
   readingProblems,
@@ -14,7 +28,7 @@ import {
   type EvEventType,
   type EvReading,
   type OcppErrorCode,
-} from '../contracts/ev.ts';
+} from '../../shared/contracts/ev.ts';
 
 export interface DetectorConfig {
   /** No reading for this many sample intervals of event time (watermark-based) -> charge.offline. */
@@ -29,6 +43,8 @@ export interface DetectorConfig {
   overLimitPoints: number;
   /** Finishing with SoC >= limit - this -> charge.completed. */
   completedTolerancePoints: number;
+  /** At most this many readings of a session wait above a gap before the gap is given up as lost. */
+  reorderWindow: number;
 }
 
 export const DEFAULT_DETECTOR_CONFIG: DetectorConfig = Object.freeze({
@@ -38,7 +54,11 @@ export const DEFAULT_DETECTOR_CONFIG: DetectorConfig = Object.freeze({
   socDropPoints: 3,
   overLimitPoints: 2,
   completedTolerancePoints: 1,
+  reorderWindow: 256,
 });
+
+/** How many given-up seqs a session remembers (a skipped reading that arrives later is not a duplicate). */
+export const MAX_SKIPPED = 64;
 
 /** The physical values of the last valid reading of a session. */
 export interface ValidSnapshot {
@@ -51,22 +71,31 @@ export interface ValidSnapshot {
   powerW: number;
 }
 
+/** A reading that waits above a gap: what the session state does not already hold. */
+export type PendingReading = Omit<EvReading, 'runId' | 'sessionId' | 'vehicle' | 'owner' | 'charger'>;
+
 /**
  * Per-session detector state. Plain JSON (numbers, strings, booleans, arrays,
  * objects, null): `JSON.parse(JSON.stringify(state))` is an equivalent state.
  */
 export interface SessionState {
-  v: 1;
+  v: 2;
   runId: string;
   sessionId: string;
-  /** Highest seq processed (valid or invalid); readings with seq <= this are duplicates. */
+  /** Highest seq seen (valid or invalid). */
   lastSeq: number;
+  /** Every seq <= this was processed in order, or given up (then it is in `skipped`). */
+  applied: number;
+  /** Readings seen above a gap (seq > applied + 1), by seq, at most reorderWindow. */
+  pending: PendingReading[];
+  /** Seqs given up as lost and still never seen, oldest first, at most MAX_SKIPPED. */
+  skipped: number[];
   /** Event time (epoch ms) of the latest reading of any kind: an invalid reading still proves the charger is online. */
   lastSeenMs: number;
   /** ISO timestamp of that reading. */
   lastSeenAt: string;
   sampleIntervalS: number;
-  /** State of the latest reading of any kind. */
+  /** State of the reading of any kind with the highest seq. */
   chargingState: ChargingState;
   chargePointId: string;
   location?: string;
@@ -75,7 +104,7 @@ export interface SessionState {
   charger: EvReading['charger'];
   /** First valid reading (start of the session for summaries), null until one arrived. */
   first: { seq: number; tsMs: number; socPercent: number; energyWh: number } | null;
-  /** Last valid reading; invalid readings never change it. */
+  /** Last valid reading processed in seq order; invalid readings never change it. */
   last: ValidSnapshot | null;
   /** Start of the current run of valid Charging readings below stallPowerW, with the SoC at its start. */
   lowPower: { sinceMs: number; sinceSeq: number; socPercent: number } | null;
@@ -102,7 +131,7 @@ export interface ReadingOutcome {
   events: EvEvent[];
   /** The reason when the reading is impossible (the caller dead-letters it), else null. */
   invalid: string | null;
-  /** seq <= last processed seq: redelivery, nothing changed, no events. */
+  /** The seq was seen before: redelivery, nothing changed, no events. */
   duplicate: boolean;
 }
 
@@ -130,6 +159,24 @@ export interface Detector {
 export function isOpen(s: SessionState): boolean {
   return !s.finished && !s.offline && s.chargingState !== 'Faulted';
 }
+/** Readings wait above a gap of this session. */
+export function hasPending(s: SessionState): boolean {
+  return s.pending.length > 0;
+}
+/** Whether `seq` of the session was seen already (a redelivery). */
+export function seenSeq(s: SessionState, seq: number): boolean {
+  if (seq <= s.applied) return !s.skipped.includes(seq);
+  return s.pending.some((p) => p.seq === seq);
+}
+
+/** A state saved before readings could wait (v 1: every seq up to lastSeq processed in order) in today's form. */
+export function upgradeState(s: SessionState): SessionState {
+  const v = (s as { v: number }).v;
+  if (v === 2) return s;
+  if (v !== 1) throw new Error(`unknown SessionState version ${String(v)}`);
+  return { ...s, v: 2, applied: s.lastSeq, pending: [], skipped: [] };
+}
+
 export function sessionRunId(s: SessionState): string {
   return s.runId;
 }
@@ -159,12 +206,13 @@ function resolveConfig(config: Partial<DetectorConfig> | undefined): DetectorCon
   for (const key of Object.keys(DEFAULT_DETECTOR_CONFIG) as (keyof DetectorConfig)[]) {
     const value = config?.[key];
     if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (key === 'reorderWindow' && !Number.isInteger(value))) {
       throw new RangeError(`DetectorConfig.${key} must be a finite number >= 0, got ${String(value)}`);
     }
     c[key] = value;
   }
   if (c.offlineAfterIntervals <= 0) throw new RangeError('DetectorConfig.offlineAfterIntervals must be > 0');
+  if (c.reorderWindow < 1) throw new RangeError('DetectorConfig.reorderWindow must be >= 1');
   return c;
 }
 
@@ -185,10 +233,13 @@ const chargerName = (s: SessionState): string => (s.location ? `${s.chargePointI
 
 function initState(r: EvReading, tsMs: number): SessionState {
   const s: SessionState = {
-    v: 1,
+    v: 2,
     runId: r.runId,
     sessionId: r.sessionId,
     lastSeq: -1,
+    applied: -1,
+    pending: [],
+    skipped: [],
     lastSeenMs: tsMs,
     lastSeenAt: r.timestamp,
     sampleIntervalS: r.sampleIntervalS,
@@ -208,6 +259,18 @@ function initState(r: EvReading, tsMs: number): SessionState {
   return s;
 }
 
+/** The valid reading with the highest seq seen, processed or waiting above a gap. */
+function latestValid(s: SessionState): ValidSnapshot | null {
+  for (let k = s.pending.length - 1; k >= 0; k--) {
+    const p = s.pending[k]!;
+    const tsMs = Date.parse(p.timestamp);
+    // The value checks read only the measured values, which a waiting reading keeps.
+    if (!Number.isFinite(tsMs) || readingProblems(p as EvReading).length > 0) continue;
+    return { seq: p.seq, tsMs, chargingState: p.chargingState, socPercent: p.socPercent, chargeLimitPercent: p.chargeLimitPercent, energyWh: p.energyWh, powerW: p.powerW };
+  }
+  return s.last;
+}
+
 function copyState(s: SessionState): SessionState {
   return structuredClone(s);
 }
@@ -219,6 +282,7 @@ function makeEvent(
   seq: number | null,
   summary: string,
   details: Record<string, unknown>,
+  last: ValidSnapshot | null = s.last,
 ): EvEvent {
   const ev: EvEvent = {
     eventId: eventIdFor(s.sessionId, type),
@@ -232,9 +296,9 @@ function makeEvent(
     vehicle: { ...s.vehicle },
     owner: { ...s.owner },
     charger: { ...s.charger },
-    socPercent: s.last?.socPercent ?? null,
-    chargeLimitPercent: s.last?.chargeLimitPercent ?? null,
-    energyWh: s.last?.energyWh ?? null,
+    socPercent: last?.socPercent ?? null,
+    chargeLimitPercent: last?.chargeLimitPercent ?? null,
+    energyWh: last?.energyWh ?? null,
     summary,
     details,
   };
@@ -245,42 +309,97 @@ function makeEvent(
 export function createDetector(config?: Partial<DetectorConfig>): Detector {
   const cfg = resolveConfig(config);
 
+  type Emit = (type: EvEventType, summary: string, details: Record<string, unknown>) => void;
+
   function onReading(prevIn: SessionState | undefined, r: EvReading): ReadingOutcome {
+    const invalid = problemsOf(r).invalid;
+
+    // A state of another session/run is not this session's history.
+    const prev = prevIn && prevIn.sessionId === r.sessionId && prevIn.runId === r.runId ? upgradeState(prevIn) : undefined;
+    if (prev && seenSeq(prev, r.seq)) return { state: prev, events: [], invalid, duplicate: true };
+
+    const tsMs = Date.parse(r.timestamp);
+    const s = prev ? copyState(prev) : initState(r, tsMs);
+    const events: EvEvent[] = [];
+
+    // What holds at arrival, whatever the order: the charger was online then; the reading with
+    // the highest seq is the session's current state; a Finishing reading ends the session.
+    if (Number.isFinite(tsMs) && tsMs >= s.lastSeenMs) {
+      s.lastSeenMs = tsMs;
+      s.lastSeenAt = r.timestamp;
+    }
+    if (r.seq > s.lastSeq) {
+      s.lastSeq = r.seq;
+      s.sampleIntervalS = r.sampleIntervalS;
+      s.chargingState = r.chargingState;
+      s.chargePointId = r.chargePointId;
+      if (r.location !== undefined) s.location = r.location;
+      s.vehicle = { ...r.vehicle };
+      s.owner = { ...r.owner };
+      s.charger = { ...r.charger };
+    }
+    if (r.chargingState === 'Finishing') s.finished = true;
+
+    const skippedAt = s.skipped.indexOf(r.seq);
+    if (skippedAt >= 0) {
+      // Its gap was given up: its neighbours were already compared without it.
+      s.skipped.splice(skippedAt, 1);
+      process(s, r, false, events);
+    } else if (r.seq === s.applied + 1) {
+      process(s, r, true, events);
+      s.applied = r.seq;
+      drain(s, events);
+    } else {
+      const { runId: _r, sessionId: _s, vehicle: _v, owner: _o, charger: _c, ...rest } = r;
+      const at = s.pending.findIndex((p) => p.seq > r.seq);
+      s.pending.splice(at < 0 ? s.pending.length : at, 0, rest);
+      while (s.pending.length > cfg.reorderWindow) skipGap(s, events);
+    }
+    return { state: s, events, invalid, duplicate: false };
+  }
+
+  function problemsOf(r: EvReading): { problems: string[]; invalid: string | null; tsMs: number } {
     const problems = readingProblems(r);
     const tsMs = Date.parse(r.timestamp);
     if (!Number.isFinite(tsMs)) problems.push(`timestamp ${r.timestamp} is not a date`);
-    const invalid = problems.length > 0 ? problems.join('; ') : null;
+    return { problems, invalid: problems.length > 0 ? problems.join('; ') : null, tsMs };
+  }
 
-    // A state of another session/run is not this session's history.
-    const prev = prevIn && prevIn.sessionId === r.sessionId && prevIn.runId === r.runId ? prevIn : undefined;
-    if (prev && r.seq <= prev.lastSeq) return { state: prev, events: [], invalid, duplicate: true };
+  /** Process the waiting readings that now follow the processed ones without a gap. */
+  function drain(s: SessionState, events: EvEvent[]): void {
+    while (s.pending.length > 0 && s.pending[0]!.seq === s.applied + 1) {
+      const p = s.pending.shift()!;
+      process(s, { ...p, runId: s.runId, sessionId: s.sessionId, vehicle: { ...s.vehicle }, owner: { ...s.owner }, charger: { ...s.charger } }, true, events);
+      s.applied = p.seq;
+    }
+  }
 
-    const s = prev ? copyState(prev) : initState(r, tsMs);
-    const events: EvEvent[] = [];
-    const emit = (type: EvEventType, summary: string, details: Record<string, unknown>): void => {
+  /** Give the lowest gap up as lost: its seqs are remembered as skipped, the readings above it processed. */
+  function skipGap(s: SessionState, events: EvEvent[]): void {
+    const next = s.pending[0];
+    if (!next) return;
+    for (let seq = s.applied + 1; seq < next.seq; seq++) s.skipped.push(seq);
+    if (s.skipped.length > MAX_SKIPPED) s.skipped.splice(0, s.skipped.length - MAX_SKIPPED);
+    s.applied = next.seq - 1;
+    drain(s, events);
+  }
+
+  /**
+   * The detections for one reading. `inOrder`: every reading below it was processed (the
+   * in-order stream); otherwise (a given-up seq arriving late) only what the reading says on
+   * its own is checked, never a comparison with its neighbours.
+   */
+  function process(s: SessionState, r: EvReading, inOrder: boolean, events: EvEvent[]): void {
+    const { problems, invalid, tsMs } = problemsOf(r);
+    const emit: Emit = (type, summary, details) => {
       if (s.emitted.includes(type)) return;
       s.emitted.push(type);
       events.push(makeEvent(s, type, r.timestamp, r.seq, summary, details));
     };
 
-    // Bookkeeping that holds for every reading, plausible or not.
-    s.lastSeq = r.seq;
-    if (Number.isFinite(tsMs) && tsMs >= s.lastSeenMs) {
-      s.lastSeenMs = tsMs;
-      s.lastSeenAt = r.timestamp;
-    }
-    s.sampleIntervalS = r.sampleIntervalS;
-    s.chargingState = r.chargingState;
-    s.chargePointId = r.chargePointId;
-    if (r.location !== undefined) s.location = r.location;
-    s.vehicle = { ...r.vehicle };
-    s.owner = { ...r.owner };
-    s.charger = { ...r.charger };
-    if (r.chargingState === 'Finishing') s.finished = true;
-
     if (invalid === null) {
       const before = s.last;
-      s.last = {
+      const snapshot: ValidSnapshot = {
         seq: r.seq,
         tsMs,
         chargingState: r.chargingState,
@@ -289,6 +408,9 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
         energyWh: r.energyWh,
         powerW: r.powerW,
       };
+      // A late reading of a given-up gap is not the last one, but the earliest marks the start.
+      if (inOrder || s.last === null) s.last = snapshot;
+      if (!inOrder && s.first !== null && r.seq < s.first.seq) s.first = { seq: r.seq, tsMs, socPercent: r.socPercent, energyWh: r.energyWh };
 
       if (s.first === null) {
         s.first = { seq: r.seq, tsMs, socPercent: r.socPercent, energyWh: r.energyWh };
@@ -310,7 +432,7 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
       checkFault(r, s, emit);
 
       const charging = r.chargingState === 'Charging';
-      if (charging && before !== null && before.socPercent - r.socPercent >= cfg.socDropPoints) {
+      if (inOrder && charging && before !== null && before.socPercent - r.socPercent >= cfg.socDropPoints) {
         const drop = before.socPercent - r.socPercent;
         emit(
           'charge.soc_drop',
@@ -340,7 +462,9 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
         );
       }
 
-      if (charging && r.powerW < cfg.stallPowerW) {
+      if (!inOrder) {
+        // The low-power run is a matter of the neighbours: left as the in-order readings made it.
+      } else if (charging && r.powerW < cfg.stallPowerW) {
         if (s.lowPower === null || r.socPercent > s.lowPower.socPercent) {
           // Start (or restart, if SoC still rose) the low-power window at this reading.
           s.lowPower = { sinceMs: tsMs, sinceSeq: r.seq, socPercent: r.socPercent };
@@ -409,7 +533,6 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
       );
     }
 
-    return { state: s, events, invalid, duplicate: false };
   }
 
   function checkFault(
@@ -441,8 +564,9 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
     const events: EvEvent[] = [];
     const states: SessionState[] = [];
     if (!Number.isFinite(rc.watermarkMs)) return { events, states, clock: rc };
-    for (const s of open) {
-      if (s.runId !== clock.runId || !isOpen(s)) continue;
+    for (const s0 of open) {
+      if (s0.runId !== clock.runId || !isOpen(s0)) continue;
+      const s = upgradeState(s0);
       const silentMs = rc.watermarkMs - s.lastSeenMs;
       const thresholdMs = cfg.offlineAfterIntervals * s.sampleIntervalS * 1000;
       if (!(silentMs >= thresholdMs)) continue;
@@ -450,13 +574,15 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
       ns.offline = true;
       if (!ns.emitted.includes('charge.offline')) {
         ns.emitted.push('charge.offline');
+        // What the charger said last, even when a reading below it is still missing.
+        const last = latestValid(ns);
         events.push(
           makeEvent(
             ns,
             'charge.offline',
             rc.watermark,
             null,
-            `Charger ${chargerName(ns)} went silent while charging ${vehicleName(ns)}: no reading for ${duration(silentMs)} (last at ${pct(ns.last?.socPercent)} SoC)`,
+            `Charger ${chargerName(ns)} went silent while charging ${vehicleName(ns)}: no reading for ${duration(silentMs)} (last at ${pct(last?.socPercent)} SoC)`,
             {
               lastSeenAt: ns.lastSeenAt,
               lastSeq: ns.lastSeq,
@@ -468,6 +594,7 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
               watermark: rc.watermark,
               finalClock: clock.final,
             },
+            last,
           ),
         );
       }
