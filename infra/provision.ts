@@ -12,6 +12,7 @@ import { createPool, waitForDatabase, type Pool } from '#shared/db/pool.ts';
 import { migrate } from '#shared/db/migrate.ts';
 import { declareTopology } from '#shared/amqp/topology.ts';
 import { redactUrl } from '#shared/config.ts';
+import { sleep } from '#shared/timing.ts';
 import { POLICY_PREFIX, queuePolicies, topology } from './topology.ts';
 import { ACCESS, FUNCTIONS, OPERATORS, OPERATOR_ACCESS, RETIRED_FUNCTIONS, amqpPermissions, operatorPermissions, topicPermissions, userOf, type FunctionName, type OperatorName } from './access.ts';
 
@@ -151,7 +152,7 @@ async function retrying<T>(what: string, fn: () => Promise<T>, log: Logger, atte
     } catch (err) {
       if (i >= attempts) throw err;
       if (i === 1) log.warn({ err: (err as Error).message }, `${what} does not answer yet; retrying for a minute`);
-      await new Promise((r) => setTimeout(r, 2_000));
+      await sleep(2_000);
     }
   }
 }

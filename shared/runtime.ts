@@ -1,7 +1,11 @@
 // Composition helpers for the entry files: boot a function (config, logger,
 // metrics, database, broker), expose /healthz and /metrics, and stop gracefully
-// on SIGTERM/SIGINT: stop taking work, finish what is in flight, close in
-// reverse order of setup.
+// on SIGTERM/SIGINT, all within SHUTDOWN_TIMEOUT_S (below the pod's grace period):
+//   1. readiness off at once (/healthz answers 503: no new traffic is routed here);
+//   2. the stops, in reverse order of setup: stop taking work (cancel the consumers),
+//      finish the batch in flight and settle it (a held batch is handed back at once),
+//      flush the publisher, close AMQP and MySQL;
+//   3. the health server, last: it answers 503 until the process exits.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { z } from 'zod';
@@ -26,8 +30,10 @@ export interface Deps<C> {
   pool: Pool;
   amqp: AmqpClient;
   publisher: Publisher;
-  /** Register cleanup, run in reverse order on shutdown. */
-  onStop(fn: () => Promise<void> | void): void;
+  /** Register cleanup, run in reverse order on shutdown; `last`: after every other one (in order of registration). */
+  onStop(fn: () => Promise<void> | void, opts?: { last?: boolean }): void;
+  /** True from the moment SIGTERM/SIGINT arrives: the function is draining and not ready. */
+  readonly stopping: boolean;
 }
 
 /** Boots the common dependencies, or exits with a clear message (config errors name every variable). */
@@ -45,19 +51,21 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S, opts
   }
   const log = createLogger(name, config.LOG_LEVEL);
   const stops: (() => Promise<void> | void)[] = [];
-  const onStop = (fn: () => Promise<void> | void) => void stops.push(fn);
+  const lastStops: (() => Promise<void> | void)[] = [];
+  const onStop = (fn: () => Promise<void> | void, o: { last?: boolean } = {}) => void (o.last ? lastStops : stops).push(fn);
   let stopping = false;
 
   const shutdown = async (signal: string) => {
     if (stopping) return;
+    // First of all, and synchronously: from here on readiness answers 503.
     stopping = true;
-    log.info({ signal }, 'stopping');
+    log.info({ signal, graceS: config.SHUTDOWN_TIMEOUT_S }, 'stopping: not ready; draining');
     const force = setTimeout(() => {
       log.error('graceful stop timed out; exiting');
       process.exit(1);
     }, config.SHUTDOWN_TIMEOUT_S * 1000);
     force.unref();
-    for (const fn of stops.reverse()) {
+    for (const fn of [...stops.reverse(), ...lastStops]) {
       try {
         await fn();
       } catch (err) {
@@ -86,14 +94,22 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S, opts
     const publisher = await createPublisher(amqp, { log, metrics });
     onStop(() => publisher.close());
     log.info({ ms: Math.round(performance.now() - bootStarted) }, 'connected to MySQL and RabbitMQ');
-    return { name, config, log, metrics, pool, amqp, publisher, onStop };
+    return {
+      name, config, log, metrics, pool, amqp, publisher, onStop,
+      get stopping() {
+        return stopping;
+      },
+    };
   } catch (err) {
     log.fatal({ err: errorMessage(err) }, 'boot failed');
     process.exit(1);
   }
 }
 
-/** Serve /healthz (200 when ready, 503 otherwise) and /metrics on HEALTH_PORT. */
+/**
+ * Serve /healthz (200 when ready, 503 otherwise, and 503 from the moment the function stops) and
+ * /metrics on HEALTH_PORT. The server closes after every other stop: it tells the truth while draining.
+ */
 export async function serveHealth(deps: Deps<{ HEALTH_PORT: number }>, ready: () => boolean): Promise<Server> {
   const server = createServer(async (req, res) => {
     if (req.url === '/metrics') {
@@ -101,16 +117,16 @@ export async function serveHealth(deps: Deps<{ HEALTH_PORT: number }>, ready: ()
       return res.end(await deps.metrics.registry.metrics());
     }
     if (req.url === '/healthz' || req.url === '/readyz') {
-      const ok = ready();
+      const ok = !deps.stopping && ready();
       res.statusCode = ok ? 200 : 503;
       res.setHeader('content-type', 'application/json');
-      return res.end(JSON.stringify({ ok, amqp: deps.amqp.connected }));
+      return res.end(JSON.stringify({ ok, amqp: deps.amqp.connected, ...(deps.stopping ? { stopping: true } : {}) }));
     }
     res.statusCode = 404;
     res.end();
   });
   await new Promise<void>((resolve) => server.listen(deps.config.HEALTH_PORT, '0.0.0.0', resolve));
-  deps.onStop(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  deps.onStop(() => new Promise<void>((resolve) => server.close(() => resolve())), { last: true });
   return server;
 }
 

@@ -9,6 +9,7 @@
 // partitions need no move: activity is only seen when messages flow.
 import type { Consumer } from '../../shared/amqp/consumer.ts';
 import type { Logger } from '../../shared/log.ts';
+import { periodic } from '../../shared/timing.ts';
 
 export interface Membership {
   /** Record our heartbeat and return the live instance ids, sorted. */
@@ -49,23 +50,10 @@ export async function rebalanceOnce(opts: RebalanceOptions): Promise<number[]> {
 }
 
 export function startRebalancer(opts: RebalanceOptions & { everyMs: number }): { stop(): Promise<void> } {
-  let timer: NodeJS.Timeout | null = null;
-  let running: Promise<unknown> | null = null;
-  let stopped = false;
-  const loop = () => {
-    running = rebalanceOnce(opts)
-      .catch((err) => opts.log.warn({ err: String(err) }, 'rebalance round failed'))
-      .finally(() => {
-        running = null;
-        if (!stopped) timer = setTimeout(loop, opts.everyMs);
-      });
-  };
-  loop();
+  const loop = periodic(() => rebalanceOnce(opts), { name: 'rebalance round', everyMs: opts.everyMs, log: opts.log });
   return {
     async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      await running;
+      await loop.stop();
       await opts.membership.leave(opts.instanceId).catch(() => {});
     },
   };

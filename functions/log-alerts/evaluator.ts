@@ -17,6 +17,7 @@ import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
 import type { Metrics } from '../../shared/metrics.ts';
+import { periodic, type Periodic } from '../../shared/timing.ts';
 import {
   MINUTE_MS, advance, errorRateBreach, isComplete, scannerCandidate, scannerOffenders, silenceBySource, silenceStep,
   type IncidentState, type MinuteCounts, type MinuteStatus, type Transition,
@@ -236,33 +237,21 @@ export function createEvaluator(deps: EvaluatorDeps) {
     return { minutes: changedRows.length, published };
   }
 
-  let timer: NodeJS.Timeout | null = null;
-  let running: Promise<unknown> | null = null;
-  let stopped = false;
+  let loop: Periodic | null = null;
   let lastOk = 0;
   return {
     poll,
     /** The last pass succeeded within `ms`. */
     healthy: (ms: number) => Date.now() - lastOk <= ms,
     start(pollMs: number) {
-      let failures = 0;
-      const loop = () => {
-        timer = null;
-        running = poll()
-          .then(() => ((failures = 0), (lastOk = Date.now())))
-          .catch((err) => log.error({ err: errorMessage(err), failures: ++failures }, 'alert pass failed'))
-          .finally(() => {
-            running = null;
-            // Back off while something is wrong (the database, the broker), up to 10 s.
-            if (!stopped) timer = setTimeout(loop, Math.min(10_000, pollMs * 2 ** Math.min(failures, 10)));
-          });
-      };
-      loop();
+      // Back off while something is wrong (the database, the broker), up to 10 s.
+      loop = periodic(async () => {
+        await poll();
+        lastOk = Date.now();
+      }, { name: 'alert pass', everyMs: pollMs, backoff: { baseMs: pollMs * 2, maxMs: Math.max(10_000, pollMs) }, log });
     },
     async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      await running;
+      await loop?.stop();
     },
   };
 }

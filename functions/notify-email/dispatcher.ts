@@ -10,6 +10,7 @@
 // 'unknown' too. So a crash can cost at most the email in flight, and never sends one twice.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../shared/log.ts';
+import { backoff, periodic, sleep as realSleep, type Periodic } from '../../shared/timing.ts';
 import type { EvEvent } from '../../shared/contracts/ev.ts';
 import type { AlertEvent } from '../../shared/contracts/alerts.ts';
 import { alertEmail, operatorEmail, ownerEmail, type Email } from './render.ts';
@@ -65,7 +66,7 @@ export interface DispatcherOptions {
   operatorAddress: string;
   maxPerSecond: number;
   maxAttempts: number;
-  /** First retry delay; doubles with every attempt. */
+  /** First retry delay; doubles with every attempt (up to an hour), less up to a fifth at random. */
   backoffMs?: number;
   leaseMs?: number;
   /** Counts rows by outcome (the sluice_email_outbox_total metric). */
@@ -74,9 +75,11 @@ export interface DispatcherOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
+const RETRY_MAX_MS = 3_600_000;
+
 export function createDispatcher(opts: DispatcherOptions) {
   const now = opts.now ?? (() => new Date());
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = opts.sleep ?? ((ms: number) => realSleep(ms).then(() => {}));
   const backoffMs = opts.backoffMs ?? 1_000;
   const render = renderFor(opts.operatorAddress);
   const leaseMs = opts.leaseMs ?? 5 * 60_000;
@@ -132,7 +135,7 @@ export function createDispatcher(opts: DispatcherOptions) {
     // Never the address or the body in a log line: the group key and dedupe keys say which mail.
     const logged = { groupKey, dedupeKeys, attempts, err: redactAddresses(message) };
     if (outcome === 'retry' && attempts < opts.maxAttempts) {
-      const delay = backoffMs * 2 ** (attempts - 1) * (0.8 + Math.random() * 0.4);
+      const delay = backoff(attempts, { baseMs: backoffMs, maxMs: RETRY_MAX_MS });
       opts.log.warn({ ...logged, delay: Math.round(delay) }, 'SES refused the email for now; will retry');
       await opts.store.release(batchId, new Date(now().getTime() + delay), message);
       count('retry', rows.length);
@@ -164,39 +167,20 @@ export function createDispatcher(opts: DispatcherOptions) {
     }
   }
 
-  let timer: NodeJS.Timeout | null = null;
-  let running: Promise<unknown> | null = null;
-  let again = false;
-  let loop: (() => void) | null = null;
+  let loop: Periodic | null = null;
   return {
     tick,
     start(pollMs: number) {
-      let failures = 0;
-      loop = () => {
-        timer = null;
-        again = false;
-        running = tick()
-          .then(() => void (failures = 0))
-          .catch((err) => opts.log.error({ err: String(err), failures: ++failures }, 'outbox pass failed'))
-          .finally(() => {
-            running = null;
-            if (stopped) return;
-            // Back off while the database is unhappy, up to 10 s; at once when woken meanwhile.
-            timer = setTimeout(loop!, again && failures === 0 ? 0 : Math.min(10_000, pollMs * 2 ** failures));
-          });
-      };
-      loop();
+      // Back off while the database is unhappy, up to 10 s; at once when woken meanwhile.
+      loop = periodic(tick, { name: 'outbox pass', everyMs: pollMs, backoff: { baseMs: pollMs * 2, maxMs: Math.max(10_000, pollMs) }, log: opts.log });
     },
     /** New rows are due: look now instead of at the next poll. */
     wake() {
-      if (stopped || !loop) return;
-      if (running) again = true;
-      else if (timer) clearTimeout(timer), loop();
+      if (!stopped) loop?.wake();
     },
     async stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
-      await running;
+      await loop?.stop();
     },
   };
 }

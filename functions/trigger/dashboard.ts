@@ -22,6 +22,7 @@ import type { FastifyBaseLogger, FastifyPluginAsync, FastifyReply, FastifyReques
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/log.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { periodic, type Periodic } from '../../shared/timing.ts';
 import { ACCESS, FUNCTIONS, userOf } from '../../infra/access.ts';
 import { DEAD_LETTER_SUFFIX, RETRY_SUFFIX, deadLetterQueue, retryQueue } from '../../infra/topology.ts';
 import { z } from 'zod';
@@ -157,7 +158,7 @@ function createHub(deps: AppDeps, opts: DashboardDeps) {
   let minuteCursor: Date | null = null;
   let lastEv = '';
   let lastHealth = '';
-  let timers: NodeJS.Timeout[] = [];
+  let loops: Periodic[] = [];
   let first: Promise<void> | null = null;
   let closed = false;
   let starting = 0;
@@ -256,25 +257,10 @@ function createHub(deps: AppDeps, opts: DashboardDeps) {
   }
 
   /** Runs `poll` every `everyMs`, one at a time; a failure is logged (once per message) and tried again next time. */
-  function every(name: string, everyMs: number, poll: () => Promise<void>) {
-    let busy = false;
-    let lastError = '';
-    const tick = async () => {
-      if (busy || closed) return;
-      busy = true;
-      try {
-        await poll();
-        lastError = '';
-      } catch (err) {
-        const message = errorMessage(err);
-        if (message !== lastError) log.warn({ err, poller: name }, 'dashboard poll failed');
-        lastError = message;
-      } finally {
-        busy = false;
-      }
-    };
-    timers.push(setInterval(tick, everyMs).unref());
-    return tick;
+  function every(name: string, everyMs: number, poll: () => unknown): Periodic {
+    const loop = periodic(poll, { name: `dashboard poll ${name}`, everyMs, immediate: false, unref: true, log });
+    loops.push(loop);
+    return loop;
   }
 
   function start(): Promise<void> {
@@ -283,17 +269,18 @@ function createHub(deps: AppDeps, opts: DashboardDeps) {
     const minutes = every('minutes', pollMs, pollMinutes);
     const ev = every('ev', pollMs * 2, pollEv);
     const health = every('health', 5_000, pollHealth);
-    timers.push(setInterval(() => {
+    every('heartbeat', opts.heartbeatMs ?? 15_000, () => {
       for (const c of [...clients]) write(c, ': heartbeat\n\n');
-    }, opts.heartbeatMs ?? 15_000).unref());
+    });
     // The first snapshot waits for one round of every poller (EV needs the runs first).
-    first = Promise.all([runs().then(ev), minutes(), health()]).then(() => {});
+    first = Promise.all([runs.runNow().then(() => ev.runNow()), minutes.runNow(), health.runNow()]).then(() => {});
     return first;
   }
 
+  /** The pollers stop taking turns at once; a poll in flight ends by itself (its result is kept, like any other). */
   function stop() {
-    for (const t of timers) clearInterval(t);
-    timers = [];
+    for (const loop of loops) void loop.stop();
+    loops = [];
     first = null;
     minuteCursor = null;
     sentMinutes.clear();

@@ -46,7 +46,7 @@ const app = createApp({
   maxLineBytes: config.MAX_LINE_BYTES,
   stats: createStatsStore(deps.pool),
   log,
-  ready: () => deps.amqp.connected,
+  ready: () => !deps.stopping && deps.amqp.connected,
   metrics: deps.metrics.registry,
   dashboard: { pollMs: config.DASHBOARD_POLL_MS, sources: createDashboardSources({ pool: deps.pool, log, amqpUrl: config.AMQP_URL, rabbitApiUrl: config.RABBITMQ_MONITOR_URL }) },
 });

@@ -10,6 +10,7 @@
 // publishing it at its next write (functions/trigger/runner.ts).
 import type { Logger } from '../../shared/log.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { periodic } from '../../shared/timing.ts';
 import type { EvRuns } from './ev-runs.ts';
 import { followRun } from './follow.ts';
 import { publishFile } from './log-runs.ts';
@@ -64,9 +65,8 @@ export async function resumeStaleRuns(deps: ResumeDeps): Promise<string[]> {
   return claimed.map((r) => r.id);
 }
 
-export function startResumer(deps: ResumeDeps): { stop(): void } {
-  const look = () => resumeStaleRuns(deps).catch((err) => deps.log.warn({ err: errorMessage(err) }, 'looking for orphaned runs failed'));
-  void look();
-  const timer = setInterval(look, Math.max(1_000, deps.staleAfterMs / 3));
-  return { stop: () => clearInterval(timer) };
+/** Looks for orphaned runs now and every third of the stale time; stop() waits for a look in flight. */
+export function startResumer(deps: ResumeDeps): { stop(): Promise<void> } {
+  const loop = periodic(() => resumeStaleRuns(deps), { name: 'looking for orphaned runs', everyMs: Math.max(1_000, deps.staleAfterMs / 3), log: deps.log });
+  return { stop: () => loop.stop() };
 }

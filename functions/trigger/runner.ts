@@ -16,6 +16,7 @@
 import type { Logger } from '../../shared/log.ts';
 import type { Publisher, PublishOptions } from '../../shared/amqp/publisher.ts';
 import { errorMessage, isUnavailable } from '../../shared/errors.ts';
+import { backoff, periodic, sleep, type BackoffOptions } from '../../shared/timing.ts';
 import type { Checkpoint, FollowCheckpoint, Lease, RunRef, RunStore } from './runs.ts';
 
 export interface Progress {
@@ -88,6 +89,9 @@ export class RunAlreadyExecuting extends Error {
     super(`run ${runId} is already executed by this trigger`);
   }
 }
+
+/** Waits between tries of a write while MySQL is unavailable: 0.5 s, 1 s, 2 s, ... up to 10 s. */
+const UNAVAILABLE_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 10_000 };
 
 export function createRunner(deps: {
   publisher: Publisher;
@@ -188,17 +192,12 @@ export function createRunner(deps: {
           } catch (err) {
             if (abort.signal.aborted || !isUnavailable(err)) throw err;
             deps.log.warn({ runId, err: errorMessage(err), attempt }, 'could not record the checkpoint; trying again');
-            await new Promise((r) => setTimeout(r, Math.min(10_000, 250 * 2 ** attempt)));
+            await sleep(backoff(attempt, UNAVAILABLE_BACKOFF), abort.signal); // a stop ends the wait (and the loop) at once
           }
         }
       },
     };
-    let timerSave: Promise<void> | null = null;
-    const timer = setInterval(() => {
-      timerSave ??= saveNow()
-        .catch((err) => deps.log.warn({ runId, err: errorMessage(err) }, 'could not record progress'))
-        .finally(() => (timerSave = null));
-    }, deps.progressEveryMs ?? 1_000);
+    const progressLoop = periodic(saveNow, { name: 'recording run progress', everyMs: deps.progressEveryMs ?? 1_000, immediate: false, log: deps.log.child({ runId }) });
     try {
       let workError: unknown = null;
       await work(out).catch((err) => (workError = err));
@@ -255,7 +254,7 @@ export function createRunner(deps: {
       if (!recorded) deps.log.warn({ runId, lease }, 'the failure is not recorded: the run was claimed by another trigger or ended meanwhile');
       throw err;
     } finally {
-      clearInterval(timer);
+      await progressLoop.stop();
     }
 
     function fenced(run: Lease): RunFenced {
@@ -312,7 +311,7 @@ async function untilAvailable<T>(fn: () => Promise<T>): Promise<T> {
       return await fn();
     } catch (err) {
       if (!isUnavailable(err) || attempt >= 12) throw err;
-      await new Promise((r) => setTimeout(r, Math.min(10_000, 250 * 2 ** attempt)));
+      await sleep(backoff(attempt, UNAVAILABLE_BACKOFF));
     }
   }
 }

@@ -12,6 +12,7 @@
 //   (hold)           -> wait the step's delay, run the whole batch again (no attempt counted)
 //   settle           -> per message: ack, retry (next attempt) or dead-letter (with the reason)
 import { PermanentError, errorMessage, isUnavailable } from '../errors.ts';
+import { backoff, type BackoffOptions } from '../timing.ts';
 
 /** How one call of the handler ended. */
 export type Ending =
@@ -44,6 +45,8 @@ export interface Round {
   holds: number;
   /** Whether the driver can ask the dependency (a probe was configured). */
   canProbe: boolean;
+  /** Jitter of the hold delays, in [0, 1) (the driver passes Math.random); unset: none. */
+  random?: () => number;
 }
 
 /** A message of the batch as the policy sees it: its attempt, and whether it decoded. */
@@ -61,7 +64,8 @@ export class BatchBrokeConnectionError extends Error {
   override name = 'BatchBrokeConnectionError';
 }
 
-const MAX_HOLD_MS = 30_000;
+/** Holds back off from 0.5 s to 30 s, less up to a fifth at random: consumers held by one outage do not all retry at once. */
+const HOLD_BACKOFF: BackoffOptions = { baseMs: 500, factor: 2, maxMs: 30_000, jitter: 0.2 };
 
 /** The first step of a batch of `size` decoded items. */
 export function begin(size: number): Step {
@@ -108,12 +112,12 @@ function afterFailures(failures: Failures, round: Round): Step {
 
 function hold(cause: unknown, round: Round): Step {
   const n = round.holds + 1;
-  return { kind: 'hold', hold: n, delayMs: holdDelayMs(n), cause };
+  return { kind: 'hold', hold: n, delayMs: holdDelayMs(n, round.random), cause };
 }
 
-/** Backoff of the n-th hold (from 1): 0.5 s, 1 s, 2 s, ... up to 30 s. */
-export function holdDelayMs(hold: number): number {
-  return Math.min(MAX_HOLD_MS, 250 * 2 ** Math.min(hold, 7));
+/** Backoff of the n-th hold (from 1): 0.5 s, 1 s, 2 s, ... up to 30 s; `random` takes up to a fifth off (default: nothing). */
+export function holdDelayMs(hold: number, random: () => number = () => 0): number {
+  return backoff(hold, HOLD_BACKOFF, random);
 }
 
 function failuresOf(list: readonly { index: number; error: unknown }[]): Failures {

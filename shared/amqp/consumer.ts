@@ -16,6 +16,7 @@ import type { Publisher } from './publisher.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { errorMessage } from '../errors.ts';
+import { sleep } from '../timing.ts';
 import { deadLetterQueue, retryQueue } from '../../infra/topology.ts';
 import { ATTEMPT_HEADER, afterBatch, afterEach, afterProbe, attemptOf, batchIsFull, batchLimits, begin, nextBatchLength, settle, type Decision, type Ending, type Entry, type Round, type Step } from './batch-policy.ts';
 
@@ -114,6 +115,8 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
   let inFlight: Promise<void> | null = null;
   let stopping = false;
   let pausing = false;
+  // Aborted by stop() and cycle(): a batch held through an outage is given back at once, not after its delay.
+  let interrupt = new AbortController();
   let lastDeliveryAt = 0;
   let model: ChannelModel | null = null;
   let subscriptions = 0;
@@ -194,7 +197,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       }
     }
     const ctx: BatchContext = { log, queue, subscription: batch[0]!.subscription };
-    const round: Round = { size: items.length, holds: 0, canProbe: probe !== undefined };
+    const round: Round = { size: items.length, holds: 0, canProbe: probe !== undefined, random: Math.random };
     const started = performance.now();
     let step: Step = begin(items.length);
     while (step.kind !== 'settle') {
@@ -210,8 +213,8 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
         step = afterEach(endings, step.reason, round);
         continue;
       }
-      // An outage. A stop or a lost channel ends the hold: the broker gives the messages back.
-      if (stopping || !batch.every((d) => d.ch === channel)) return;
+      // An outage. A stop, a cycle or a lost channel ends the hold: the broker gives the messages back.
+      if (stopping || pausing || !batch.every((d) => d.ch === channel)) return;
       if (step.kind === 'probe') {
         step = afterProbe(await answers(probe!), step.cause, round);
         if (step.kind !== 'hold') continue;
@@ -219,7 +222,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       log.warn({ queue, delay: step.delayMs, hold: step.hold, err: errorMessage(step.cause) }, 'a dependency is unavailable; holding the batch');
       const { hold, delayMs } = step;
       round.holds = hold;
-      await new Promise((r) => setTimeout(r, delayMs));
+      if (!(await sleep(delayMs, interrupt.signal))) return; // woken by stop() or cycle(): unacked, redelivered
       step = { kind: 'run-batch' };
     }
     opts.metrics?.batchSeconds.observe({ queue }, (performance.now() - started) / 1000);
@@ -288,6 +291,7 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
       const ch = channel;
       if (!ch || stopping || pausing) return;
       pausing = true;
+      interrupt.abort();
       try {
         if (timer) clearTimeout(timer), (timer = null);
         await inFlight;
@@ -300,11 +304,13 @@ export async function startConsumer<T>(amqp: AmqpClient, opts: ConsumerOptions<T
         lastDeliveryAt = 0;
       } finally {
         pausing = false;
+        interrupt = new AbortController();
       }
       if (model && !stopping) await subscribe(model).catch((err) => amqp.reset(`re-subscribing to ${queue} failed: ${errorMessage(err)}`));
     },
     async stop() {
       stopping = true;
+      interrupt.abort();
       if (timer) clearTimeout(timer), (timer = null);
       const ch = channel;
       if (ch && consumerTag) await ch.cancel(consumerTag).catch(() => {});

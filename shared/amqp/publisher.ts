@@ -9,6 +9,7 @@ import type { ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { AmqpClient } from './connection.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import { backoff, sleep } from '../timing.ts';
 
 export class PublishError extends Error {
   override name = 'PublishError';
@@ -117,7 +118,8 @@ export async function createPublisher(amqp: AmqpClient, opts: PublisherOptions):
             } catch (err) {
               if (!(err instanceof ChannelLostError) || attempt >= maxResends) throw err;
               opts.log.debug({ messageId: options.messageId, attempt }, 'channel lost before confirm; publishing again');
-              await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
+              // Recovery needs a moment (250 ms at least): 0.1 s, 0.2 s, ... up to 2 s between tries.
+              await sleep(backoff(attempt + 1, { baseMs: 100, maxMs: 2_000 }));
             }
           }
         } finally {

@@ -1,4 +1,5 @@
 import mysql, { type Pool, type PoolConnection } from 'mysql2/promise';
+import { backoff, sleep } from '../timing.ts';
 
 export type { Pool };
 
@@ -35,7 +36,7 @@ export async function waitForDatabase(pool: Pool, attempts = 30, delayMs = 1_000
       return;
     } catch (err) {
       if (i >= attempts) throw err;
-      await new Promise((r) => setTimeout(r, delayMs));
+      await sleep(delayMs);
     }
   }
 }
@@ -75,7 +76,8 @@ export async function retryOnDeadlock<T>(fn: () => Promise<T>, attempts = 5): Pr
       return await fn();
     } catch (err) {
       if (i >= attempts || !RETRYABLE.has((err as { code?: string }).code ?? '')) throw err;
-      await new Promise((r) => setTimeout(r, 20 * i + Math.random() * 20));
+      // Short, and at random: the two victims of a deadlock should not collide again in step.
+      await sleep(backoff(i, { baseMs: 40, maxMs: 500, jitter: 0.5 }));
     }
   }
 }

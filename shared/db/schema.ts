@@ -5,6 +5,7 @@
 import type { Pool } from 'mysql2/promise';
 import type { Logger } from '../log.ts';
 import { loadMigrations } from '../../infra/migrations.ts';
+import { sleep } from '../timing.ts';
 
 const HOW = 'run `npm run migrate` (docker compose: the `migrate` service; Kubernetes: the `sluice-migrate` Job)';
 
@@ -23,7 +24,7 @@ export async function waitForSchema(pool: Pool, log: Logger, version = requiredS
     if (problem === null) return version;
     if (Date.now() >= deadline) throw new SchemaError(`${problem}: ${HOW}`);
     if (!said) log.warn({ need: version }, `waiting for the schema (${problem}): ${HOW}`);
-    await new Promise((r) => setTimeout(r, everyMs));
+    await sleep(Math.min(everyMs, deadline - Date.now()));
   }
 }
 

@@ -2,7 +2,9 @@
 // failure, delayed retry through Q.retry, dead-lettering after too many attempts
 // or on a permanent error, a whole-batch failure split into single messages,
 // batches bounded in bytes, a memory budget for deliveries, and a batch too big
-// for MySQL's max_allowed_packet split rather than held as if MySQL were down.
+// for MySQL's max_allowed_packet split rather than held as if MySQL were down, and a
+// consumer stopped while it holds a batch through an outage: stop() ends the hold at
+// once and the batch goes back to the queue, whole.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
@@ -10,7 +12,7 @@ import amqplib from 'amqplib';
 import { connectAmqp, type AmqpClient } from '../../shared/amqp/connection.ts';
 import { createPublisher, type Publisher } from '../../shared/amqp/publisher.ts';
 import { startConsumer, type BatchItem, type Contract } from '../../shared/amqp/consumer.ts';
-import { PermanentError, PoisonMessageError } from '../../shared/errors.ts';
+import { PermanentError, PoisonMessageError, UnavailableError } from '../../shared/errors.ts';
 import { deadLetterQueue, retryQueue, type Topology } from '../../infra/topology.ts';
 import { createPool } from '../../shared/db/pool.ts';
 import { isUnavailable } from '../../shared/errors.ts';
@@ -199,5 +201,61 @@ test('a batch over max_allowed_packet is split and stored, not held as an outage
     await admin.query('DROP TABLE IF EXISTS runtime_blobs');
     await pool.end();
     await admin.end();
+  }
+});
+
+test('stopping a consumer that holds a batch through an outage ends the hold at once; nothing is lost', async () => {
+  await purgeAll();
+  const calls: string[][] = [];
+  let stopAsked = false;
+  let callsAfterStop = 0;
+  const held = await startConsumer(amqp, {
+    queue: QUEUE, contract, publisher, log, batchSize: 10, batchWaitMs: 50, maxAttempts: 3,
+    async handler(items) {
+      if (stopAsked) callsAfterStop++;
+      calls.push(items.map((i) => i.body));
+      throw new UnavailableError('the database is down');
+    },
+  });
+  const bodies = Array.from({ length: 5 }, (_, i) => `held-${i}`);
+  let stopped = false;
+  try {
+    await Promise.all(bodies.map((b, i) => publisher.publish('test', 'test.x', Buffer.from(b), { messageId: `held${i}` })));
+    // Holds back off 0.5 s, 1 s, 2 s, ...: after the third call the consumer sleeps ~2 s before the fourth.
+    await waitFor('the third try of the held batch', async () => calls.length >= 3, 20_000, 20);
+    assert.equal(calls.length, 3);
+    assert.deepEqual(calls.flat().sort(), [...bodies, ...bodies, ...bodies].sort(), 'one batch, held whole, no attempt spent');
+    stopAsked = true;
+    await held.stop();
+    stopped = true;
+    // Without the wake-up, stop() would wait out the hold and then run the batch once more.
+    assert.equal(callsAfterStop, 0, 'the handler was not called again once stop() began');
+  } finally {
+    if (!stopped) await held.stop();
+  }
+  // Nothing acked, nothing retried or dead-lettered: the whole batch is back on the queue.
+  const probe = await amqplib.connect(AMQP_URL);
+  try {
+    const ch = await probe.createChannel();
+    await waitFor('the held messages back on the queue', async () => (await ch.checkQueue(QUEUE)).messageCount === 5, 10_000);
+    assert.equal((await ch.checkQueue(retryQueue(QUEUE))).messageCount, 0);
+  } finally {
+    await probe.close();
+  }
+  assert.deepEqual(await drainDlq(), []);
+  // A consumer started once the database is back handles every one of them, once, with no attempt spent.
+  const seen: { body: string; attempt: number }[] = [];
+  const next = await startConsumer(amqp, {
+    queue: QUEUE, contract, publisher, log, batchSize: 10, batchWaitMs: 50, maxAttempts: 3,
+    async handler(items) {
+      for (const i of items) seen.push({ body: i.body, attempt: i.attempt });
+    },
+  });
+  try {
+    await waitFor('the held messages handled', async () => seen.length >= 5, 20_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(seen.map((s) => s.body).sort(), bodies);
+  } finally {
+    await next.stop();
   }
 });

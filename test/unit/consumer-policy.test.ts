@@ -163,10 +163,18 @@ test('a split that meets an outage holds the whole batch', () => {
 });
 
 test('hold backoff: 0.5 s doubling, at most 30 s', () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 20].map(holdDelayMs), [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]);
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 20].map((n) => holdDelayMs(n)), [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]);
   const round: Round = { size: 1, holds: 9, canProbe: false };
   const cause = lost();
   assert.deepEqual(afterBatch({ kind: 'threw', error: cause }, round), { kind: 'hold', hold: 10, delayMs: 30_000, cause });
+});
+
+test('hold backoff with the round\'s random source: up to a fifth less, never more', () => {
+  assert.equal(holdDelayMs(3, () => 0.5), 1800);
+  assert.equal(holdDelayMs(20, () => 0.999), 30_000 * (1 - 0.2 * 0.999));
+  const cause = lost();
+  const round: Round = { size: 1, holds: 1, canProbe: false, random: () => 0.5 };
+  assert.deepEqual(afterBatch({ kind: 'threw', error: cause }, round), { kind: 'hold', hold: 2, delayMs: 900, cause });
 });
 
 test('a batch over max_allowed_packet (connection dropped while the database answers) is split, never held', () => {
