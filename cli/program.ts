@@ -120,9 +120,10 @@ export function createProgram(deps: Deps): { program: Command; exitCode: () => E
     .option('--source <name>', 'the source name (default: from the file name)')
     .option('--follow', 'keep following the file(s) after their end, through rotations, until `sluice runs stop ID`')
     .option('--no-alerts', 'raise no alerts for this run (sends "alerts": false)')
+    .option('--framing <framing>', 'line (a message per line) or batch (many lines per message); default: the trigger\'s LOG_FRAMING')
     .option('--watch', 'then watch the run until it ends (see `sluice runs --help`)')
     .option('--stored', 'with --watch: then wait until the consumers stored every published line')
-    .action(async (file: string | undefined, opts: { files?: string; source?: string; follow?: boolean; alerts: boolean; watch?: boolean; stored?: boolean }, cmd: Command) => {
+    .action(async (file: string | undefined, opts: { files?: string; source?: string; follow?: boolean; alerts: boolean; framing?: string; watch?: boolean; stored?: boolean }, cmd: Command) => {
       if (opts.stored && !opts.watch) throw new UsageError('--stored goes with --watch');
       if ((file === undefined) === (opts.files === undefined)) {
         throw new UsageError(file === undefined ? 'logs replay needs FILE (a file under LOG_DIR) or --files GLOB' : 'give FILE or --files GLOB, not both');
@@ -131,6 +132,7 @@ export function createProgram(deps: Deps): { program: Command; exitCode: () => E
       if (opts.source !== undefined) body.source = opts.source;
       if (opts.follow) body.follow = true;
       if (!opts.alerts) body.alerts = false;
+      if (opts.framing !== undefined) body.framing = framingOption(opts.framing);
       await startRun(cmd, body, opts.watch === true, opts.stored === true);
     });
 
@@ -140,8 +142,10 @@ export function createProgram(deps: Deps): { program: Command; exitCode: () => E
     .argument('<file>', 'a local file of newline-delimited log lines')
     .option('--source <name>', 'the source name', 'upload')
     .option('--no-alerts', 'raise no alerts for these lines (sends alerts=false)')
-    .action(async (file: string, opts: { source: string; alerts: boolean }, cmd: Command) => {
+    .option('--framing <framing>', 'line (a message per line) or batch (many lines per message); default: the trigger\'s LOG_FRAMING')
+    .action(async (file: string, opts: { source: string; alerts: boolean; framing?: string }, cmd: Command) => {
       const g = globals(cmd);
+      const framing = opts.framing === undefined ? {} : { framing: framingOption(opts.framing) };
       const info = await stat(file).catch((err: NodeJS.ErrnoException) => {
         throw new UsageError(`cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
       });
@@ -162,7 +166,7 @@ export function createProgram(deps: Deps): { program: Command; exitCode: () => E
       };
       let result: { id: string; lines: number };
       try {
-        result = (await deps.api().upload('/v1/logs', file, { source: opts.source, ...(opts.alerts ? {} : { alerts: 'false' }) }, showProgress ? ({ sent, total }) => draw(sent, total) : undefined)) as { id: string; lines: number };
+        result = (await deps.api().upload('/v1/logs', file, { source: opts.source, ...(opts.alerts ? {} : { alerts: 'false' }), ...framing }, showProgress ? ({ sent, total }) => draw(sent, total) : undefined)) as { id: string; lines: number };
       } finally {
         if (showProgress) io.err('\r\x1b[K');
       }
@@ -283,4 +287,10 @@ export async function run(argv: string[], deps: Deps): Promise<ExitCode> {
     io.err(`${io.paintErr('red', `sluice: ${err instanceof Error ? err.message : String(err)}`)}${status}\n`);
     return exitCodeOf(err);
   }
+}
+
+/** --framing: line or batch. */
+function framingOption(value: string): 'line' | 'batch' {
+  if (value !== 'line' && value !== 'batch') throw new UsageError(`--framing must be line or batch, not ${JSON.stringify(value)}`);
+  return value;
 }

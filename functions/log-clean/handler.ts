@@ -108,7 +108,8 @@ export function truncatedLineReason(truncatedFrom: number, kept: number): string
 }
 
 /** `aggregates` false: requests are not worked out for the aggregates (AGGREGATES=false). */
-export function createHandler(deps: { store: CleanLogStore; now?: () => Date; aggregates?: boolean }): BatchHandler<LogLine> {
+/** A message holds one line or (batch framing) many; each is a request or a reject of its own, keyed as the same line in a message of its own. */
+export function createHandler(deps: { store: CleanLogStore; now?: () => Date; aggregates?: boolean }): BatchHandler<LogLine[]> {
   const now = deps.now ?? (() => new Date());
   const aggregates = deps.aggregates ?? true;
   return async (items) => {
@@ -117,7 +118,7 @@ export function createHandler(deps: { store: CleanLogStore; now?: () => Date; ag
     const receivedAt = now();
     // A publisher that resumes may send a line twice, even into one batch: the first one stands.
     const seen = new Set<string>();
-    for (const { body } of items) {
+    for (const body of items.flatMap((item) => item.body)) {
       const { runId, lineNo, source, line, truncatedFrom } = body;
       const key = `${runId}\0${lineNo}`;
       if (seen.has(key)) continue;

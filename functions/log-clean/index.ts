@@ -1,6 +1,6 @@
 // log-clean: queue logs.clean -> tables web_requests and log_rejects, and the aggregates log_stats_* (counted as the rows go in).
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
-import { logLineContract } from '../../shared/contracts/logs.ts';
+import { logLinesContract } from '../../shared/contracts/logs.ts';
 import { QUEUE, configShape } from './config.ts';
 import { createHandler } from './handler.ts';
 import { createCleanLogStore } from './store.ts';
@@ -9,4 +9,4 @@ import { createCleanLogStore } from './store.ts';
 const deps = await boot('log-clean', configShape, { pool: { foundRows: false } });
 const aggregates = deps.config.AGGREGATES;
 const store = createCleanLogStore(deps.pool, { aggregates });
-await runQueueFunction(deps, [consume(QUEUE, logLineContract, createHandler({ store, aggregates }))]);
+await runQueueFunction(deps, [consume(QUEUE, logLinesContract, createHandler({ store, aggregates }))]);

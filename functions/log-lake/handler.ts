@@ -1,4 +1,6 @@
-// The data lake: every line, byte for byte, keyed by (run, line number).
+// The data lake: every line, byte for byte, keyed by (run, line number). A message
+// carries one line or (batch framing) many: each is stored as its own row, the same
+// row either way, and the message is acked once all of them are.
 import type { BatchHandler } from '../../shared/amqp/consumer.ts';
 import type { LogLine } from '../../shared/contracts/logs.ts';
 
@@ -20,12 +22,12 @@ export interface RawLogStore {
   insert(rows: RawLogRow[]): Promise<void>;
 }
 
-export function createHandler(deps: { store: RawLogStore; now?: () => Date }): BatchHandler<LogLine> {
+export function createHandler(deps: { store: RawLogStore; now?: () => Date }): BatchHandler<LogLine[]> {
   const now = deps.now ?? (() => new Date());
   return async (items) => {
     const receivedAt = now();
-    await deps.store.insert(items.map(({ body: { runId, lineNo, source, byteOffset, file, line, truncatedFrom } }) => ({
+    await deps.store.insert(items.flatMap(({ body }) => body.map(({ runId, lineNo, source, byteOffset, file, line, truncatedFrom }) => ({
         runId, lineNo, source, byteOffset, file: file ?? null, line, truncatedFrom: truncatedFrom ?? null, receivedAt,
-      })));
+      }))));
   };
 }

@@ -11,6 +11,7 @@ import { describeIssues } from '../../shared/contracts/json.ts';
 import { SourceSchema } from '../../shared/contracts/logs.ts';
 import { publishFile, publishLines } from './log-runs.ts';
 import { followRun } from './follow.ts';
+import { FRAMINGS, framingFor, framingParams, type FramingSettings } from './framing.ts';
 import type { Progress, Runner } from './runner.ts';
 import type { Run, RunStore } from './runs.ts';
 import { statsRoutes, type StatsStore } from './stats.ts';
@@ -28,6 +29,8 @@ export interface AppDeps {
   stats?: StatsStore;
   /** Lines longer than this are published cut to it, flagged with their real length (MAX_LINE_BYTES). */
   maxLineBytes?: number;
+  /** The framing of runs that name none (LOG_FRAMING) and the limits of batch framing; unset: line framing. */
+  framing?: FramingSettings;
   runs: RunStore;
   runner: Runner;
   ev: EvRuns;
@@ -63,6 +66,8 @@ const LogRunRequestSchema = z.strictObject({
   source: SourceSchema.optional(),
   /** false: mute alerts for this run (the replay of an old log); every line carries the header `alerts: false`. */
   alerts: z.boolean().optional(),
+  /** `line`: a message per line; `batch`: many consecutive lines per message (the trigger's LOG_FRAMING when absent). */
+  framing: z.enum(FRAMINGS).optional(),
 });
 const RunRequestSchema = z.discriminatedUnion('kind', [LogRunRequestSchema, EvRunRequestSchema], {
   error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "logs" or "ev"' : undefined),
@@ -71,7 +76,13 @@ const UploadQuerySchema = z.object({
   source: SourceSchema.default('upload'),
   alerts: z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true').default(true)
     .describe('false: mute alerts for this upload'),
+  framing: z.enum(FRAMINGS).optional().describe("line: a message per line; batch: many consecutive lines per message (default: the trigger's LOG_FRAMING)"),
 });
+/** A log run's params: `alerts: false` when muted, `framing` when not line framing; null when neither. */
+const logParams = (alerts: boolean | undefined, framing: { framing: 'line' | 'batch' }) => {
+  const p = { ...alertsParams(alerts), ...framingParams(framing.framing) };
+  return Object.keys(p).length ? p : null;
+};
 /** What a log run records of its alerts choice: `alerts: false` when muted, nothing otherwise (resumed runs read it back). */
 const alertsParams = (alerts: boolean | undefined) => (alerts === false ? { alerts: false } : {});
 const ListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(50) });
@@ -241,9 +252,9 @@ export function createApp(deps: AppDeps) {
         const file = await resolveLogFile(deps.logDir, request.file);
         if (!file.ok) return fail(reply, file.status, file.message);
         const source = request.source ?? file.defaultSource;
-        const muted = alertsParams(request.alerts);
-        const run = await deps.runs.create({ kind: 'logs', source, file: request.file, params: Object.keys(muted).length ? muted : null });
-        deps.runner.start(run, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file, { alerts: request.alerts }));
+        const framing = framingFor(deps.framing, request.framing);
+        const run = await deps.runs.create({ kind: 'logs', source, file: request.file, params: logParams(request.alerts, framing) });
+        deps.runner.start(run, publishFile(run.id, source, file.path, undefined, deps.maxLineBytes, request.file, { alerts: request.alerts, framing }));
         return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
       }
       // A followed file, or a glob (followed, or read once): functions/trigger/follow.ts.
@@ -252,8 +263,9 @@ export function createApp(deps: AppDeps) {
       const found = glob ? await resolveLogGlob(deps.logDir, pattern) : await resolveLogFile(deps.logDir, pattern);
       if (!found.ok) return fail(reply, found.status, found.message);
       const source = request.source ?? found.defaultSource;
-      const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob, ...alertsParams(request.alerts) } });
-      deps.runner.start(run, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts: request.alerts }));
+      const framing = framingFor(deps.framing, request.framing);
+      const run = await deps.runs.create({ kind: 'logs', source, file: pattern, params: { follow, glob, ...alertsParams(request.alerts), ...framingParams(framing.framing) } });
+      deps.runner.start(run, followRun({ runId: run.id, source, logDir: deps.logDir, pattern, glob, follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts: request.alerts, framing }));
       return reply.code(202).header('location', `/v1/runs/${run.id}`).send(run);
     } catch (err) {
       if (err instanceof RunRefusedError) return fail(reply, 400, err.message);
@@ -297,16 +309,17 @@ export function createApp(deps: AppDeps) {
     const release = admit(req, reply);
     if (!release) return reply;
     const { source, alerts } = query.data;
+    const framing = framingFor(deps.framing, query.data.framing);
     let runId: string;
     let done: Promise<Progress>;
     try {
-      const run = await deps.runs.create({ kind: 'logs', source, file: null, params: alerts ? null : alertsParams(alerts) });
+      const run = await deps.runs.create({ kind: 'logs', source, file: null, params: logParams(alerts, framing) });
       runId = run.id;
       // The request stream goes straight into the publisher: memory stays bounded by the
       // runner's window of unconfirmed messages, whatever the size of the upload.
       done = deps.runner.runNow(run, (out) => {
         const chunks = limitedBody(body, limit, () => new BodyTooLargeError(limit, run.id, out.progress));
-        return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes, undefined, { alerts })(out);
+        return publishLines(run.id, source, chunks, undefined, deps.maxLineBytes, undefined, { alerts, framing })(out);
       });
     } finally {
       release(); // runNow has put the run in runner.active (or it never started)

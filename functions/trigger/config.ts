@@ -2,8 +2,13 @@ import { z } from 'zod';
 import { loadConfig, loadFunctionConfig } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { MAX_LINE_BYTES } from '../../shared/weblog/lines.ts';
+import { LOG_BATCH_MAX_LINES } from '../../shared/contracts/logs.ts';
+import { BATCH_LIMITS, FRAMINGS, type Framing } from './framing.ts';
 
 export const DEV_TOKEN = 'dev-token';
+
+/** The framing of a log run or upload that names none (README, "Framing"); LOG_FRAMING overrides it. */
+export const DEFAULT_FRAMING: Framing = 'line';
 
 export const configShape = {
   HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -15,6 +20,14 @@ export const configShape = {
   TRIGGER_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_TOKEN),
   /** Longest log line published whole; a longer one is published cut to it, with its real length (the consumers keep it flagged). */
   MAX_LINE_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(MAX_LINE_BYTES),
+  /** How log runs and uploads that name no `framing` publish their lines: `line` (a message each) or `batch` (many lines to a message). */
+  LOG_FRAMING: z.enum(FRAMINGS).default(DEFAULT_FRAMING),
+  /** Batch framing: most lines in one message. */
+  FRAMING_BATCH_LINES: z.coerce.number().int().min(1).max(LOG_BATCH_MAX_LINES).default(BATCH_LIMITS.maxLines),
+  /** Batch framing: most bytes of body in one message (a longer line goes alone). */
+  FRAMING_BATCH_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(BATCH_LIMITS.maxBytes),
+  /** Batch framing: how long a line read may wait for more lines before its message is published. */
+  FRAMING_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(BATCH_LIMITS.lingerMs),
   /** Largest body POST /v1/logs accepts (uploads are streamed: this bounds a run, not memory). */
   BODY_LIMIT_MB: z.coerce.number().positive().max(1024 * 1024).default(64),
   /** Runs this trigger executes at once (uploads in progress included); past it, starting one answers 429. */

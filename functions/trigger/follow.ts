@@ -59,10 +59,10 @@ import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Logger } from '../../shared/log.ts';
-import { LOGS_EXCHANGE, logLineMessage, logRoutingKey, type LogLineMeta } from '../../shared/contracts/logs.ts';
 import { LineSplitter, MAX_LINE_BYTES, type SplitLine } from '../../shared/weblog/lines.ts';
 import { matchLogFiles, rotatedSiblings, type MatchedFile } from './paths.ts';
 import type { Position, RunPublisher, RunWork } from './runner.ts';
+import { LineFramer, type FramingOptions } from './framing.ts';
 import type { FollowCheckpoint, FollowedFile } from './runs.ts';
 
 /** A file's fingerprint covers its first bytes, up to this many. */
@@ -95,6 +95,8 @@ export interface FollowOptions {
   maxLineBytes?: number | undefined;
   /** false: the run muted alerts (`"alerts": false`); every line carries the header `alerts: false`. */
   alerts?: boolean | undefined;
+  /** One message per line (the default) or batches of lines (functions/trigger/framing.ts). */
+  framing?: FramingOptions | undefined;
   /** How often files are looked at when no change is reported (250 ms). */
   pollMs?: number | undefined;
   /** A rotated file is closed once it has not grown for this long (30 s). */
@@ -182,7 +184,8 @@ const isCopyOf = (head: Buffer, of: Buffer) => head.length > 0 && head.length <=
 class Follower {
   private readonly o: FollowOptions;
   private readonly out: RunPublisher;
-  private readonly routingKey: string;
+  /** Lines go out through it; in batch framing it holds some (a file's, consecutive) until their message is full, idle or lingered. */
+  private readonly framer: LineFramer;
   private readonly pollMs: number;
   private readonly retireAfterMs: number;
   private root = '';
@@ -208,7 +211,7 @@ class Follower {
   constructor(o: FollowOptions, out: RunPublisher) {
     this.o = o;
     this.out = out;
-    this.routingKey = logRoutingKey(o.source);
+    this.framer = new LineFramer(out, { runId: o.runId, source: o.source, alerts: o.alerts }, o.framing);
     this.pollMs = o.pollMs ?? 250;
     this.retireAfterMs = o.retireAfterMs ?? 30_000;
   }
@@ -236,6 +239,8 @@ class Follower {
         this.out.signal.throwIfAborted();
         continue;
       }
+      // Caught up: what the framer holds goes out now rather than after its linger.
+      await this.framer.flush();
       await this.waker.wait(this.pollMs, this.out.signal);
       const gap = MIN_TURN_GAP_MS - (Date.now() - started);
       if (gap > 0) await new Promise((r) => setTimeout(r, gap));
@@ -245,13 +250,16 @@ class Follower {
 
   /** Closes the files; the slots stay as they are, for the checkpoint recorded once every confirm is in. */
   async close(): Promise<void> {
+    this.framer.close();
     this.waker.close();
     await Promise.all(this.slots.map((s) => s.fh?.close().catch(() => {})));
   }
 
   // ---- the checkpoint -------------------------------------------------------
 
-  private describe(first: Position | null): FollowCheckpoint {
+  private describe(confirmedUpTo: Position | null): FollowCheckpoint {
+    // Lines the framer holds are not published yet: as unconfirmed as the runner's first unconfirmed one.
+    const first = confirmedUpTo ?? this.framer.firstPending;
     const nextLineNo = first ? first.item + 1 : this.nextLineNo;
     // What the broker confirmed needs no replay.
     while (this.segs.length > 0 && this.segs[0]!.first + this.segs[0]!.count <= nextLineNo) this.segs.shift();
@@ -384,11 +392,7 @@ class Follower {
       this.sinceSave = 0;
     }
     const lineNo = this.nextLineNo;
-    const meta: LogLineMeta = {
-      runId: this.o.runId, source: this.o.source, lineNo, byteOffset: l.byteOffset, file: slot.name, truncatedFrom: l.truncatedFrom,
-      alerts: this.o.alerts === false ? false : undefined,
-    };
-    await this.out.publish(LOGS_EXCHANGE, this.routingKey, l.line, logLineMessage(meta), { item: lineNo - 1, offset: l.byteOffset });
+    await this.framer.add({ line: l.line, lineNo, byteOffset: l.byteOffset, truncatedFrom: l.truncatedFrom }, slot.name);
     this.nextLineNo++;
     this.sinceSave++;
     slot.publishedEnd = l.nextOffset;
@@ -606,6 +610,7 @@ class Follower {
   /** `files` without follow: every file was read to its end. */
   private async finishOneShot(): Promise<void> {
     for (const s of this.live()) await this.flush(s);
+    await this.framer.flush();
   }
 }
 

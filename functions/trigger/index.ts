@@ -12,6 +12,7 @@ import { createRunStore } from './runs.ts';
 import { createStatsStore } from './stats.ts';
 import { createDeadLetters } from './dlq.ts';
 import { createDashboardSources } from './dashboard.ts';
+import type { FramingSettings } from './framing.ts';
 
 // Checked before boot connects anywhere: a bad variable, or the public dev token on a
 // non-loopback address, stops the trigger with every problem named (exit 78, like boot).
@@ -25,6 +26,8 @@ const { config, log } = deps;
 if (config.TRIGGER_TOKEN === DEV_TOKEN) log.warn({ host: config.HTTP_HOST }, 'TRIGGER_TOKEN is the development default (accepted on loopback only); set your own outside a laptop');
 
 const runs = createRunStore(deps.pool);
+// The framing of a run that names none, and the limits of batch framing.
+const framing: FramingSettings = { default: config.LOG_FRAMING, maxLines: config.FRAMING_BATCH_LINES, maxBytes: config.FRAMING_BATCH_BYTES, lingerMs: config.FRAMING_LINGER_MS };
 // The lease: a run this trigger did not save for RUN_STALE_AFTER_S may be claimed by another one.
 const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000 });
 log.info({ owner: runs.owner }, 'run owner id');
@@ -44,13 +47,14 @@ const app = createApp({
   bodyLimitBytes: Math.floor(config.BODY_LIMIT_MB * 1024 * 1024),
   maxConcurrentRuns: config.MAX_CONCURRENT_RUNS,
   maxLineBytes: config.MAX_LINE_BYTES,
+  framing,
   stats: createStatsStore(deps.pool),
   log,
   ready: () => !deps.stopping && deps.amqp.connected,
   metrics: deps.metrics.registry,
   dashboard: { pollMs: config.DASHBOARD_POLL_MS, sources: createDashboardSources({ pool: deps.pool, log, amqpUrl: config.AMQP_URL, rabbitApiUrl: config.RABBITMQ_MONITOR_URL }) },
 });
-const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS, maxLineBytes: config.MAX_LINE_BYTES });
+const resumer = startResumer({ runs, runner, ev, logDir: config.LOG_DIR, log, staleAfterMs: config.RUN_STALE_AFTER_S * 1000, maxConcurrentRuns: config.MAX_CONCURRENT_RUNS, maxLineBytes: config.MAX_LINE_BYTES, framing });
 deps.onStop(() => resumer.stop());
 // Registered last, so it runs first on shutdown: stop taking requests, then stop the runs.
 deps.onStop(() => app.close());

@@ -1,14 +1,16 @@
-// Log runs: every line of a byte stream becomes one message of the run.
+// Log runs: every line of a byte stream is published, a message each or (batch framing) many to a message.
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { LOGS_EXCHANGE, logLineMessage, logRoutingKey, type LogLineMeta } from '../../shared/contracts/logs.ts';
 import { MAX_LINE_BYTES, readLines } from '../../shared/weblog/lines.ts';
+import { LineFramer, type FramingOptions } from './framing.ts';
 import type { Position, RunWork } from './runner.ts';
 
 /** How a run's lines are published beyond where they come from. */
 export interface LineOptions {
   /** false: the run muted alerts (`"alerts": false`): every line carries the header `alerts: false` (absent otherwise, to save bytes). */
   alerts?: boolean;
+  /** One message per line (the default) or batches of lines (functions/trigger/framing.ts). */
+  framing?: FramingOptions;
 }
 
 /**
@@ -18,13 +20,14 @@ export interface LineOptions {
 export function publishLines(
   runId: string, source: string, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, from?: Position, maxLineBytes = MAX_LINE_BYTES, file?: string, opts: LineOptions = {},
 ): RunWork {
-  const alerts = opts.alerts === false ? false : undefined;
   return async (out) => {
-    const routingKey = logRoutingKey(source);
-    const lines = readLines(chunks, from ? { maxLineBytes, from: { lines: from.item, offset: from.offset } } : { maxLineBytes });
-    for await (const { line, lineNo, byteOffset, truncatedFrom } of lines) {
-      const meta: LogLineMeta = { runId, source, lineNo, byteOffset, file, truncatedFrom, alerts };
-      await out.publish(LOGS_EXCHANGE, routingKey, line, logLineMessage(meta), { item: lineNo - 1, offset: byteOffset });
+    const framer = new LineFramer(out, { runId, source, alerts: opts.alerts }, opts.framing);
+    try {
+      const lines = readLines(chunks, from ? { maxLineBytes, from: { lines: from.item, offset: from.offset } } : { maxLineBytes });
+      for await (const l of lines) await framer.add(l, file);
+      await framer.flush();
+    } finally {
+      framer.close();
     }
   };
 }

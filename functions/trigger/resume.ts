@@ -14,6 +14,7 @@ import { periodic } from '../../shared/timing.ts';
 import type { EvRuns } from './ev-runs.ts';
 import { followRun } from './follow.ts';
 import { publishFile } from './log-runs.ts';
+import { framingFor, framingOf, type FramingSettings } from './framing.ts';
 import { resolveLogFile } from './paths.ts';
 import type { Runner } from './runner.ts';
 import type { LeasedRun, RunEnd, RunStore } from './runs.ts';
@@ -26,6 +27,8 @@ export interface ResumeDeps {
   log: Logger;
   staleAfterMs: number;
   maxLineBytes?: number;
+  /** LOG_FRAMING and the batch limits; a resumed run keeps the framing it recorded. */
+  framing?: FramingSettings;
   /** MAX_CONCURRENT_RUNS: a trigger at its limit leaves orphaned runs to another one. */
   maxConcurrentRuns?: number;
 }
@@ -40,17 +43,18 @@ async function resumeOne(deps: ResumeDeps, run: LeasedRun): Promise<void> {
   const source = run.source ?? 'file';
   // The run's choice about alerts is in its params: a resumed run keeps it.
   const alerts = run.params?.alerts !== false;
+  const framing = framingFor(deps.framing, framingOf(run.params));
   if (run.params?.follow === true || run.params?.glob === true) {
     // A followed file may be missing at its path for now (rotated): the follower looks for it.
     const work = followRun({
       runId: run.id, source, logDir: deps.logDir, pattern: run.file, glob: run.params.glob === true, follow: run.params.follow === true,
-      from: run.checkpoint.follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts,
+      from: run.checkpoint.follow, maxLineBytes: deps.maxLineBytes, log: deps.log, alerts, framing,
     });
     return deps.runner.start(run, work, run.checkpoint);
   }
   const file = await resolveLogFile(deps.logDir, run.file);
   if (!file.ok) return fail(`interrupted, and cannot resume: ${file.message}`);
-  deps.runner.start(run, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes, run.file, { alerts }), run.checkpoint);
+  deps.runner.start(run, publishFile(run.id, run.source ?? file.defaultSource, file.path, run.checkpoint, deps.maxLineBytes, run.file, { alerts, framing }), run.checkpoint);
 }
 
 /** One look for orphaned runs; returns the ids resumed (or failed, when they cannot be). */

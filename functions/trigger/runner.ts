@@ -20,9 +20,9 @@ import { backoff, periodic, sleep, type BackoffOptions } from '../../shared/timi
 import type { Checkpoint, FollowCheckpoint, Lease, RunRef, RunStore } from './runs.ts';
 
 export interface Progress {
-  /** Messages read from the source (lines, readings). */
+  /** Items read from the source (lines, readings), whether one message carries one or (batch framing) many. */
   lines: number;
-  /** Messages the broker confirmed. */
+  /** Items whose message the broker confirmed. */
   published: number;
 }
 
@@ -34,7 +34,8 @@ export interface Position {
 
 /** Publishes a stream of messages with bounded memory and counts the confirms. */
 export interface RunPublisher {
-  publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions, position: Position): Promise<void>;
+  /** `items`: how many items (lines) the message carries (a batch message: many); `position` is its first one's. */
+  publish(exchange: string, routingKey: string, content: Buffer, options: PublishOptions, position: Position, items?: number): Promise<void>;
   readonly progress: Progress;
   readonly signal: AbortSignal;
   /**
@@ -99,11 +100,14 @@ export function createRunner(deps: {
   log: Logger;
   progressEveryMs?: number;
   maxInFlightPerRun?: number;
+  /** Bytes of message bodies one run may have unconfirmed (at least one message); batch messages are large. */
+  maxInFlightBytesPerRun?: number;
   /** RUN_STALE_AFTER_S in ms: how long after its last save a run may be claimed by another trigger. Unset: publishing never waits for a save. */
   leaseMs?: number;
 }): Runner {
   const active = new Map<string, { abort: AbortController; done: Promise<Progress> }>();
   const maxInFlight = deps.maxInFlightPerRun ?? 1_000;
+  const maxInFlightBytes = deps.maxInFlightBytesPerRun ?? 32 * 1024 * 1024;
   const renewAfterMs = deps.leaseMs === undefined ? Infinity : deps.leaseMs * 0.75;
 
   async function execute(runId: string, lease: Lease, work: RunWork, abort: AbortController, from: Position): Promise<Progress> {
@@ -113,6 +117,7 @@ export function createRunner(deps: {
     let checkpoint: Position = from;
     let describe: ((firstUnconfirmed: Position | null) => FollowCheckpoint) | null = null;
     let inFlight = 0;
+    let inFlightBytes = 0;
     let failure: unknown = null;
     let wake: (() => void) | null = null;
     const waitUntil = async (cond: () => boolean) => {
@@ -149,23 +154,25 @@ export function createRunner(deps: {
     const out: RunPublisher = {
       progress,
       signal: abort.signal,
-      async publish(exchange, routingKey, content, options, position) {
+      async publish(exchange, routingKey, content, options, position, items = 1) {
         if (failure) throw failure;
         abort.signal.throwIfAborted();
         // Past most of the lease since the last save (paused, or MySQL unreachable): confirm the lease before publishing more.
         if (performance.now() - renewedAt > renewAfterMs) await out.save();
-        // Bounded memory: a 2 GB file never has more than maxInFlight messages in the air.
-        await waitUntil(() => inFlight < maxInFlight || failure !== null);
+        // Bounded memory: a 2 GB file never has more than maxInFlight messages (maxInFlightBytes of bodies) in the air.
+        const size = content.length;
+        await waitUntil(() => (inFlight < maxInFlight && (inFlight === 0 || inFlightBytes + size <= maxInFlightBytes)) || failure !== null);
         if (failure) throw failure;
-        progress.lines++;
+        progress.lines += items;
         inFlight++;
+        inFlightBytes += size;
         const entry = { position, confirmed: false };
         unconfirmed.push(entry);
         deps.publisher
           .publish(exchange, routingKey, content, options)
           .then(
             () => {
-              progress.published++;
+              progress.published += items;
               entry.confirmed = true;
               // Resume from the first message still unconfirmed (or, when none is, from the last one: one duplicate at most).
               while (unconfirmed.length > 1 && unconfirmed[0]!.confirmed) unconfirmed.shift();
@@ -175,6 +182,7 @@ export function createRunner(deps: {
           )
           .finally(() => {
             inFlight--;
+            inFlightBytes -= size;
             wake?.();
             wake = null;
           });

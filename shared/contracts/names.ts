@@ -47,6 +47,8 @@ export const CLOCK_ROUTING_KEY = `${EV_EXCHANGE}.clock`;
 
 export const MESSAGE_TYPES = {
   logLine: 'log.line',
+  /** Many consecutive lines of one file in one message (batch framing, contracts/logs.ts). */
+  logBatch: 'log.batch',
   alert: 'log.alert',
   evReading: 'ev.reading',
   evClock: 'ev.clock',

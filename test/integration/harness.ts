@@ -33,6 +33,18 @@ export const DLQ_AMQP_URL = operatorAmqpUrl('dlq', passwords.dlq, { amqpAdminUrl
 /** The monitoring operator's management API URL: the trigger's RABBITMQ_MONITOR_URL, as npm start sets it. */
 export const RABBITMQ_MONITOR_URL = monitorApiUrl(passwords.monitor, { rabbitApiUrl: RABBITMQ_API_URL });
 
+/**
+ * The framing the trigger publishes log lines in (its LOG_FRAMING), `line` unless TEST_FRAMING=batch:
+ * the web-log test files run in both, the batch ones through test/integration/batch-framing/.
+ * In batch framing the tests cut messages at BATCH_LINES lines (and never at bytes), so that a
+ * replay is many messages and a test can tell how many.
+ */
+export const FRAMING: 'line' | 'batch' = process.env.TEST_FRAMING === 'batch' ? 'batch' : 'line';
+export const BATCH_LINES = 100;
+const FRAMING_ENV: Record<string, string> = FRAMING === 'batch' ? { LOG_FRAMING: 'batch', FRAMING_BATCH_LINES: String(BATCH_LINES), FRAMING_BATCH_BYTES: String(4 * 1024 * 1024) } : { LOG_FRAMING: 'line' };
+/** Messages a replay of `lines` lines of one file is published as, in this framing. */
+export const messagesOf = (lines: number): number => (FRAMING === 'batch' ? Math.ceil(lines / BATCH_LINES) : lines);
+
 /** Fresh database and empty queues, so each test file starts from nothing. */
 export async function resetEnvironment(): Promise<Pool> {
   const url = new URL(MYSQL_URL);
@@ -85,7 +97,7 @@ export async function startFunction(name: string, env: Record<string, string> = 
     env: {
       PATH: process.env.PATH,
       ...(FUNCTIONS.includes(name as FunctionName) ? ownUrls(name as FunctionName) : {}),
-      ...(name === 'trigger' ? { DLQ_AMQP_URL, RABBITMQ_MONITOR_URL } : {}),
+      ...(name === 'trigger' ? { DLQ_AMQP_URL, RABBITMQ_MONITOR_URL, ...FRAMING_ENV } : {}),
       SES_ENDPOINT,
       TRIGGER_TOKEN: TOKEN,
       HTTP_PORT: '0',

@@ -88,6 +88,18 @@ test('logs upload: the local file and the query POST /v1/logs takes', async () =
   assert.match(plain.out, /^uploaded .*: 3 lines published as run x, source upload/);
 });
 
+test('--framing line|batch goes into the run body and the upload query; another value is a usage error', async () => {
+  const replay = await cli(['logs', 'replay', 'access.log', '--framing', 'batch'], () => started);
+  assert.deepEqual(replay.calls[0]!.body, { kind: 'logs', file: 'access.log', framing: 'batch' });
+  const file = new URL(import.meta.url).pathname;
+  const upload = await cli(['logs', 'upload', file, '--framing', 'line', '--json'], () => ({ id: 'x', lines: 3 }));
+  assert.deepEqual(upload.calls[0]!.query, { source: 'upload', framing: 'line' });
+  const bad = await cli(['logs', 'replay', 'access.log', '--framing', 'lines'], () => started);
+  assert.notEqual(bad.code, 0);
+  assert.deepEqual(bad.calls, []);
+  assert.match(bad.err, /--framing must be line or batch, not "lines"/);
+});
+
 test('ev run: options map to the EV request schema (faultRate, sampleIntervalS)', async () => {
   const r = await cli(['ev', 'run', '--sessions', '50', '--seed', '1', '--speed', '100000', '--fault-rate', '0.3', '--sample-interval', '10', '--json'], () => ({ ...started, kind: 'ev' }));
   assert.equal(r.code, 0, r.err);

@@ -4,6 +4,8 @@
 // resumed from the last recorded checkpoint (also across rotations while none ran). Every
 // scenario ends by comparing "the lake" (rows keyed by line number, the first write
 // wins, as raw_logs' INSERT ... ON DUPLICATE KEY UPDATE does) with the lines written.
+// TEST_FRAMING=batch (test/unit/follow-batch.test.ts): the same scenarios in batch framing,
+// with small batches (7 lines, 4 KiB, 20 ms linger) unpacked by the consumers' decoder.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, renameSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -14,10 +16,15 @@ import { pino } from 'pino';
 import type { Publisher } from '../../shared/amqp/publisher.ts';
 import { followRun, SAVE_EVERY_LINES } from '../../functions/trigger/follow.ts';
 import { createRunner, type Runner } from '../../functions/trigger/runner.ts';
+import { LOG_BATCH_TYPE, decodeLogBatch } from '../../shared/contracts/logs.ts';
+import type { FramingOptions } from '../../functions/trigger/framing.ts';
 import type { Checkpoint, FollowCheckpoint } from '../../functions/trigger/runs.ts';
 import { fakeRef, fakeRuns } from './fakes/run-store.ts';
 
 const log = pino({ level: 'silent' });
+const FRAMING: FramingOptions = process.env.TEST_FRAMING === 'batch'
+  ? { framing: 'batch', maxLines: 7, maxBytes: 4096, lingerMs: 20 }
+  : { framing: 'line', maxLines: 1, maxBytes: 1, lingerMs: 0 };
 const root = mkdtempSync(path.join(tmpdir(), 'sluice-follow-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let dirs = 0;
@@ -55,11 +62,15 @@ function fakeBroker() {
     async publish(_exchange, _routingKey, content, options) {
       if (dead) throw new Error('connection lost');
       const h = options.headers as Record<string, unknown>;
-      const msg: Sent = { lineNo: h.lineNo as number, file: h.file as string, byteOffset: h.byteOffset as number, line: content.toString('latin1'), confirmed: false };
-      if (h.truncatedFrom !== undefined) msg.truncatedFrom = h.truncatedFrom as number;
-      sent.push(msg);
+      const lines = options.type === LOG_BATCH_TYPE ? decodeLogBatch(h, content) : [{ ...h, line: content } as unknown as ReturnType<typeof decodeLogBatch>[number]];
+      const msgs = lines.map((l) => {
+        const msg: Sent = { lineNo: l.lineNo, file: l.file as string, byteOffset: l.byteOffset, line: l.line.toString('latin1'), confirmed: false };
+        if (l.truncatedFrom !== undefined) msg.truncatedFrom = l.truncatedFrom;
+        return msg;
+      });
+      sent.push(...msgs);
       if (holding) await new Promise<void>((confirm, lose) => held.push({ confirm, lose }));
-      msg.confirmed = true;
+      for (const msg of msgs) msg.confirmed = true;
     },
     async flush() {},
     async close() {},
@@ -100,7 +111,7 @@ function startTrigger(o: { dir: string; pattern: string; glob?: boolean; follow?
   const runId = o.runId ?? '00000000-0000-4000-8000-00000000f011';
   const work = followRun({
     runId, source: 'web', logDir: o.dir, pattern: o.pattern, glob: o.glob ?? false, follow: o.follow ?? true,
-    from: o.from?.follow, maxLineBytes: o.maxLineBytes, pollMs: 25, retireAfterMs: 300, log,
+    from: o.from?.follow, maxLineBytes: o.maxLineBytes, pollMs: 25, retireAfterMs: 300, log, framing: FRAMING,
   });
   runner.start(fakeRef(runId), work, o.from);
   return {

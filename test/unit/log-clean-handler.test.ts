@@ -43,15 +43,15 @@ function recordingStore(): RecordingStore {
   return s;
 }
 
-function item(lineNo: number, line: string | Buffer, extra: Partial<LogLine> = {}): BatchItem<LogLine> {
+function item(lineNo: number, line: string | Buffer, extra: Partial<LogLine> = {}): BatchItem<LogLine[]> {
   const body: LogLine = {
     runId: RUN, source: 'test', lineNo, byteOffset: 0,
     line: typeof line === 'string' ? Buffer.from(line, 'utf8') : line, ...extra,
   };
-  return { body, messageId: `${RUN}:${lineNo}`, routingKey: 'logs.test.access', redelivered: false, publishedAt: undefined, attempt: 1 };
+  return { body: [body], messageId: `${RUN}:${lineNo}`, routingKey: 'logs.test.access', redelivered: false, publishedAt: undefined, attempt: 1 };
 }
 
-async function run(items: BatchItem<LogLine>[]): Promise<RecordingStore> {
+async function run(items: BatchItem<LogLine[]>[]): Promise<RecordingStore> {
   const store = recordingStore();
   await createHandler({ store, now: () => NOW })(items, ctx);
   return store;
@@ -246,7 +246,7 @@ describe('nothing is dropped', () => {
       Buffer.from([0xff, 0xfe, 0x00, 0x0a, 0x0d]),
       `1.2.3.4 - - ${TS} "GET / HTTP/1.1" 200 1 "-" "unterminated`,
     ];
-    const items: BatchItem<LogLine>[] = [];
+    const items: BatchItem<LogLine[]>[] = [];
     let n = 0;
     for (const l of apache) items.push(item(++n, l));
     for (const l of hostile) items.push(item(++n, l));
@@ -258,7 +258,7 @@ describe('nothing is dropped', () => {
     assert.deepEqual(seen, Array.from({ length: n }, (_, i) => i + 1));
     for (const r of store.rejects) {
       assert.ok(r.reason.length > 0 && codePoints(r.reason) <= 512, r.reason);
-      assert.equal(r.line, items[r.lineNo - 1]!.body.line, 'the reject keeps the bytes it received');
+      assert.equal(r.line, items[r.lineNo - 1]!.body[0]!.line, 'the reject keeps the bytes it received');
     }
     for (const r of store.requests) assert.ok(r.truncated === null || r.truncated.length <= 255);
     // apache_logs: line 8899 is beyond the 3,000 read here, so all of them are requests

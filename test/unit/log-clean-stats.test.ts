@@ -38,9 +38,9 @@ function recordingStore(): CleanLogStore & { batches: CountedRequest[][] } {
   return { batches, ...statsStore(async (requests) => void batches.push(requests)) };
 }
 
-function item(lineNo: number, line: string | Buffer, extra: Partial<LogLine> = {}, runId = RUN, source = 'test'): BatchItem<LogLine> {
+function item(lineNo: number, line: string | Buffer, extra: Partial<LogLine> = {}, runId = RUN, source = 'test'): BatchItem<LogLine[]> {
   const body: LogLine = { runId, source, lineNo, byteOffset: 0, line: typeof line === 'string' ? Buffer.from(line, 'utf8') : line, ...extra };
-  return { body, messageId: `${runId}:${lineNo}`, routingKey: `logs.${source}.access`, redelivered: false, publishedAt: undefined, attempt: 1 };
+  return { body: [body], messageId: `${runId}:${lineNo}`, routingKey: `logs.${source}.access`, redelivered: false, publishedAt: undefined, attempt: 1 };
 }
 
 async function counted(...lines: string[]): Promise<CountedRequest[]> {

@@ -12,13 +12,14 @@ import { fakeRuns } from './fakes/run-store.ts';
 import type { Runner, RunPublisher } from '../../functions/trigger/runner.ts';
 import type { EvRuns } from '../../functions/trigger/ev-runs.ts';
 import { resumeStaleRuns } from '../../functions/trigger/resume.ts';
+import { decodeLogBatch } from '../../shared/contracts/logs.ts';
 
 const TOKEN = 'secret-token-123';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
 
 /** Runs the work at once against an in-memory publisher that records messages. */
-function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknown }[]): Runner {
+function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknown; type?: string | undefined }[]): Runner {
   const runWork = async (work: Parameters<Runner['start']>[1]) => {
     const progress = { lines: 0, published: 0 };
     const out: RunPublisher = {
@@ -26,11 +27,11 @@ function fakeRunner(sent: { routingKey: string; content: Buffer; headers: unknow
       signal: new AbortController().signal,
       describeCheckpoint() {},
       async save() {},
-      async publish(_exchange, routingKey, content, options, _position) {
-        progress.lines++;
-        progress.published++;
+      async publish(_exchange, routingKey, content, options, _position, items = 1) {
+        progress.lines += items;
+        progress.published += items;
         // As on the wire: amqplib leaves headers whose value is undefined out.
-        sent.push({ routingKey, content, headers: JSON.parse(JSON.stringify(options.headers)) });
+        sent.push({ routingKey, content, headers: JSON.parse(JSON.stringify(options.headers)), type: options.type });
       },
     };
     await work(out);
@@ -50,7 +51,7 @@ const evRuns: EvRuns & { requests: unknown[] } = {
 
 let dir: string;
 let app: ReturnType<typeof createApp>;
-const sent: { routingKey: string; content: Buffer; headers: unknown }[] = [];
+const sent: { routingKey: string; content: Buffer; headers: unknown; type?: string | undefined }[] = [];
 const runs = fakeRuns({ raw_logs: 0 });
 
 before(() => {
@@ -266,3 +267,53 @@ async function waitFor(probe: () => Promise<boolean>, timeoutMs = 2_000): Promis
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+describe('framing: a per-run choice', () => {
+  const messagesOf = async (id: string) => {
+    await new Promise((r) => setTimeout(r, 50));
+    return sent.filter((m) => (m.headers as { runId: string }).runId === id);
+  };
+  const linesIn = (m: (typeof sent)[number]) => decodeLogBatch(m.headers, m.content).map((l) => [l.lineNo, l.byteOffset, l.file ?? null, l.line.toString()]);
+  test('"framing": "batch" is kept in the run params and the lines go out as one batch message', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', framing: 'batch' });
+    assert.equal(res.statusCode, 202);
+    assert.deepEqual(runs.created.at(-1)!.params, { framing: 'batch' });
+    const msgs = await messagesOf(res.json().id);
+    assert.deepEqual(msgs.map((m) => m.type), ['log.batch']);
+    assert.deepEqual(linesIn(msgs[0]!), [[1, 0, 'access.log', 'line one'], [2, 9, 'access.log', 'line two']]);
+  });
+  test('"framing": "line" (the default here) records nothing and sends a message per line', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', framing: 'line' });
+    assert.equal(runs.created.at(-1)!.params, null);
+    assert.deepEqual((await messagesOf(res.json().id)).map((m) => m.type), ['log.line', 'log.line']);
+  });
+  test('a follow or glob run and an upload take it too', async () => {
+    const glob = await post('/v1/runs', { kind: 'logs', files: '*.log', framing: 'batch', alerts: false });
+    assert.deepEqual(runs.created.at(-1)!.params, { follow: false, glob: true, alerts: false, framing: 'batch' });
+    await waitFor(async () => (await messagesOf(glob.json().id)).length === 1);
+    const up = await app.inject({ method: 'POST', url: '/v1/logs?source=up&framing=batch', payload: 'a\nb\nc', headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(up.statusCode, 200);
+    assert.equal(up.json().lines, 3, 'lines, not messages');
+    assert.deepEqual(runs.created.at(-1)!.params, { framing: 'batch' });
+    const msgs = await messagesOf(up.json().id);
+    assert.equal(msgs.length, 1);
+    assert.deepEqual(linesIn(msgs[0]!), [[1, 0, null, 'a'], [2, 2, null, 'b'], [3, 4, null, 'c']]);
+  });
+  test('another value is 400 naming framing', async () => {
+    const res = await post('/v1/runs', { kind: 'logs', file: 'access.log', framing: 'lines' });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.json().message, /framing/);
+    const upload = await app.inject({ method: 'POST', url: '/v1/logs?framing=big', payload: 'x', headers: { ...auth, 'content-type': 'text/plain' } });
+    assert.equal(upload.statusCode, 400);
+    assert.match(upload.json().message, /framing/);
+  });
+  test('a resumed run keeps its framing (it is in its params)', async () => {
+    const resumedSent: typeof sent = [];
+    const store = fakeRuns();
+    const run = await store.create({ kind: 'logs', source: 'web', file: 'access.log', params: { framing: 'batch' } });
+    store.claimStale = async () => [run];
+    await resumeStaleRuns({ runs: store, runner: fakeRunner(resumedSent), ev: evRuns, logDir: path.join(dir, 'logs'), log: pino({ level: 'silent' }), staleAfterMs: 1 });
+    await waitFor(async () => resumedSent.length === 1);
+    assert.equal(resumedSent[0]!.type, 'log.batch');
+  });
+});

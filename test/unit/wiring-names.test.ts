@@ -82,7 +82,7 @@ test('message builders: the routing keys, type strings and headers consumers and
   assert.equal(eventRoutingKey('charge.invalid_reading'), 'ev.event.invalid_reading');
   assert.equal(CLOCK_ROUTING_KEY, 'ev.clock');
   assert.equal(alertRoutingKey('error_rate'), 'logs.alert.error_rate');
-  assert.deepEqual(MESSAGE_TYPES, { logLine: 'log.line', alert: 'log.alert', evReading: 'ev.reading', evClock: 'ev.clock', evEvent: 'ev.event' });
+  assert.deepEqual(MESSAGE_TYPES, { logLine: 'log.line', logBatch: 'log.batch', alert: 'log.alert', evReading: 'ev.reading', evClock: 'ev.clock', evEvent: 'ev.event' });
 
   const r = readingMessage(reading, 1234);
   assert.deepEqual([r.exchange, r.routingKey, JSON.parse(r.content.toString())], ['ev', 'ev.reading.mercedes-benz', reading]);

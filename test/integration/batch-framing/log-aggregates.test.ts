@@ -1,0 +1,3 @@
+// ../log-aggregates.test.ts with the trigger in batch framing (test/integration/harness.ts FRAMING).
+process.env.TEST_FRAMING = 'batch';
+await import('../log-aggregates.test.ts');

@@ -1,0 +1,3 @@
+// ./follow.test.ts in batch framing.
+process.env.TEST_FRAMING = 'batch';
+await import('./follow.test.ts');
