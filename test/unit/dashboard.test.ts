@@ -199,6 +199,9 @@ describe('the event stream', () => {
     await s.waitFor('a runs event', () => s.events.some((e) => e.event === 'runs'));
     const moved = s.events.find((e) => e.event === 'runs')!.data as { runs: { id: string; published: number }[] };
     assert.deepEqual(moved.runs.map((r) => [r.id, r.published]), [[run.id, 500]]);
+    // The next poll sees it standing still: one more `runs` event, its rate back to 0, then none.
+    await s.waitFor('the rate back to 0', () => s.events.filter((e) => e.event === 'runs').length === 2);
+    assert.equal((s.events.filter((e) => e.event === 'runs')[1]!.data as { runs: { rate: number }[] }).runs[0]!.rate, 0);
 
     // log-clean moves a minute: a `minutes` event with its absolute values.
     sources.minutes.push({ source: 'web', minute: '2015-05-17T10:05:00.000Z', requests: 7, bytes: 700, visitors: 2, status: { '1xx': 0, '2xx': 6, '3xx': 0, '4xx': 1, '5xx': 0 }, updatedAt: new Date() });
@@ -209,7 +212,7 @@ describe('the event stream', () => {
     const count = s.events.length;
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(s.events.filter((e) => e.event === 'minutes').length, 1, 'an unchanged minute is not sent again');
-    assert.equal(s.events.length, count, 'nothing changed, nothing sent');
+    assert.equal(s.events.length, count, `nothing changed, nothing sent: ${JSON.stringify(s.events.map((e) => e.event))}`);
     assert.ok(s.comments >= 1, 'heartbeats keep the connection alive');
 
     // The page drops, a run finishes meanwhile, the page reconnects with the last id it saw.
