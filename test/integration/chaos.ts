@@ -11,7 +11,7 @@
 // It stops RabbitMQ and MariaDB: run it alone (under an exclusive lock where others share them).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -96,6 +96,8 @@ class Replica {
   down = true;
   private expectKill = false;
   readonly exits: string[] = [];
+  /** Every incarnation's log lines (the last 2,000 of each), for a failure's post-mortem. */
+  readonly history: string[][] = [];
   private stopping = false;
   private readyWaiters: (() => void)[] = [];
   readonly fn: FnName;
@@ -119,6 +121,7 @@ class Replica {
       try {
         const proc = await startFunction(this.fn, this.env);
         this.proc = proc;
+        this.history.push(proc.logs);
         this.down = false;
         for (const w of this.readyWaiters.splice(0)) w();
         proc.child.once('exit', (code, signal) => {
@@ -743,6 +746,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await ses?.stop();
     await pool.end();
     rmSync(dir, { recursive: true, force: true });
+  }
+  if (mismatches.length > 0) {
+    // The processes' logs, for the post-mortem: one file per process and incarnation.
+    const logs = path.join(tmpdir(), `sluice-chaos-${o.seed}`);
+    rmSync(logs, { recursive: true, force: true });
+    mkdirSync(logs, { recursive: true });
+    for (const r of sup.replicas) r.history.forEach((lines, i) => writeFileSync(path.join(logs, `${r.label.replace('#', '.')}.${i + 1}.log`), `${lines.join('\n')}\n`));
+    facts.push(`the processes' logs: ${logs}`);
   }
   const table = faultTable(faults);
   return { seed: o.seed, faults, mismatches, facts, table };
