@@ -1,7 +1,14 @@
 // Type-checks, then bundles every functions/<name>/index.ts (and the migrate
-// step, infra/migrate/index.ts) into dist/<name>/index.mjs: one file with every dependency inside, so a bundle
-// runs with nothing but `node`. Each bundle gets dist/<name>/manifest.json
-// with its content hash, so a deploy can skip functions that did not change.
+// step, infra/migrate/index.ts) into dist/<name>/index.mjs with every dependency inside, so a bundle
+// runs with nothing but `node`. Code a function loads only with import() (the trigger's EV
+// simulator and faker) is a chunk beside it, dist/<name>/<module>.mjs, loaded when first asked for;
+// code both share is in dist/<name>/chunk-<hash>.mjs, imported by the entry. Each bundle gets
+// dist/<name>/manifest.json: its size (the entry and the chunks it imports statically: what a
+// start loads), every file's size, and one content hash over them, so a deploy can skip functions
+// that did not change.
+// Every entry imports shared/compile-only.ts first: SLUICE_COMPILE_ONLY=1 loads the bundle's
+// code into Node's compile cache (NODE_COMPILE_CACHE) and exits; the image does it when it is
+// built (infra/Dockerfile), so a new container starts with its code compiled.
 //   npm run build               all functions
 //   npm run build -- log-clean  one (or several) by name
 //   npm run build -- --no-check skip the type-check (used by scripts that just built)
@@ -112,7 +119,36 @@ const docsOutside = {
   },
 };
 
+// shared/compile-only.ts is the entry's first import, so its code runs before the function's.
+const compileOnlyFirst = {
+  name: 'compile-only-first',
+  setup(build) {
+    const entries = new Set(all.map((name) => path.join(root, entryOf(name))));
+    build.onLoad({ filter: /[\\/]index\.ts$/ }, (args) => {
+      if (!entries.has(args.path)) return undefined;
+      const first = path.relative(path.dirname(args.path), path.join(root, 'shared/compile-only.ts')).split(path.sep).join('/');
+      return { contents: `import ${JSON.stringify(first)};\n${readFileSync(args.path, 'utf8')}`, loader: 'ts' };
+    });
+  },
+};
+
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
+
+/** The output files of one function's bundle, by name: the entry first, then what it imports statically, then the rest. */
+function bundleFiles(metafile, outdir) {
+  const outputs = new Map(Object.entries(metafile.outputs)
+    .filter(([file]) => file.endsWith('.mjs'))
+    .map(([file, out]) => [path.relative(outdir, path.resolve(root, file)), out]));
+  const loaded = ['index.mjs'];
+  for (let i = 0; i < loaded.length; i++) {
+    for (const imp of outputs.get(loaded[i]).imports) {
+      const name = imp.kind === 'import-statement' && !imp.external ? path.relative(outdir, path.resolve(root, imp.path)) : undefined;
+      if (name && !loaded.includes(name)) loaded.push(name);
+    }
+  }
+  const lazy = [...outputs.keys()].filter((f) => !loaded.includes(f)).sort();
+  return { loaded, lazy };
+}
 
 /** The trigger's dashboard page into `outdir`: hashed asset names (cached for a year), index.html naming them (revalidated). */
 async function buildDashboard(outdir) {
@@ -173,9 +209,16 @@ const rows = [];
 for (const name of names) {
   const outdir = path.join(root, 'dist', name);
   mkdirSync(outdir, { recursive: true });
+  // No stale chunks (their names carry hashes); the trigger's dashboard/ and docs/ are rebuilt below.
+  for (const f of readdirSync(outdir)) if (/\.(mjs|mjs\.map|LEGAL\.txt)$/.test(f)) rmSync(path.join(outdir, f));
   const result = await esbuild.build({
     entryPoints: [path.join(root, entryOf(name))],
-    outfile: path.join(outdir, 'index.mjs'),
+    outdir,
+    // Code splitting: what the function imports only with import() is a file of its own.
+    splitting: true,
+    entryNames: '[name]',
+    chunkNames: 'chunk-[hash]',
+    outExtension: { '.js': '.mjs' },
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -185,15 +228,30 @@ for (const name of names) {
     keepNames: true,
     legalComments: 'linked',
     logLevel: 'warning',
-    plugins: [inlineMigrations, trimDependencies, docsOutside],
-    // CommonJS dependencies call require() for Node's built-ins; give the ESM bundle one.
+    plugins: [compileOnlyFirst, inlineMigrations, trimDependencies, docsOutside],
+    // CommonJS dependencies call require() for Node's built-ins; give each file of the bundle one.
     banner: { js: "import { createRequire as __sluiceCreateRequire } from 'node:module'; const require = __sluiceCreateRequire(import.meta.url);" },
     metafile: true,
   });
   if (result.warnings.length) process.exitCode = 1;
   if (process.env.META_DIR) writeFileSync(path.join(process.env.META_DIR, `${name}.json`), JSON.stringify(result.metafile));
-  const code = readFileSync(path.join(outdir, 'index.mjs'));
-  const manifest = { function: name, entry: 'index.mjs', size: code.length, hash: `sha256:${createHash('sha256').update(code).digest('hex')}` };
+  // size: what a start loads (the entry and its static imports); files: every file of the code, lazy
+  // chunks too; hash: over every file's name and content.
+  const { loaded, lazy } = bundleFiles(result.metafile, outdir);
+  const files = [...loaded, ...lazy].map((file) => {
+    const body = readFileSync(path.join(outdir, file));
+    return { name: file, size: body.length, hash: sha256(body), lazy: lazy.includes(file) };
+  });
+  const size = files.filter((f) => !f.lazy).reduce((n, f) => n + f.size, 0);
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const manifest = {
+    function: name,
+    entry: 'index.mjs',
+    size,
+    total,
+    hash: `sha256:${sha256(files.map((f) => `${f.name} ${f.hash}\n`).join(''))}`,
+    files: files.map(({ name: file, size: bytes, lazy: later }) => ({ name: file, size: bytes, ...(later ? { lazy: true } : {}) })),
+  };
   if (name === 'trigger') {
     const dashboard = await buildDashboard(path.join(outdir, 'dashboard'));
     manifest.dashboard = dashboard.hash; // a change of the page alone is a change of the trigger's image too
@@ -202,7 +260,9 @@ for (const name of names) {
     rows.push([`trigger/dashboard/${dashboard.js.name}`, `${(dashboard.js.size / 1024).toFixed(1)} KiB`, `gzip ${(gz / 1024).toFixed(1)} KiB`]);
   }
   writeFileSync(path.join(outdir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-  rows.push([name, `${(code.length / 1024).toFixed(1)} KiB`, manifest.hash.slice(7, 19)]);
+  // The entry's row: what a start loads (with the chunks it imports); a lazy chunk's: what import() adds.
+  rows.push([`${name}/index.mjs${loaded.length > 1 ? ` + ${loaded.slice(1).join(' + ')}` : ''}`, `${(size / 1024).toFixed(1)} KiB`, manifest.hash.slice(7, 19)]);
+  for (const f of files.filter((f) => f.lazy)) rows.push([`${name}/${f.name}`, `${(f.size / 1024).toFixed(1)} KiB`, 'import()']);
 }
 const width = Math.max(...rows.map((r) => r[0].length));
-for (const [name, size, hash] of rows) console.log(`  ${(name.includes('/') ? `dist/${name}` : `dist/${name}/index.mjs`).padEnd(width + 15)} ${size.padStart(10)}  ${hash}`);
+for (const [name, size, hash] of rows) console.log(`  ${`dist/${name}`.padEnd(width + 5)} ${size.padStart(10)}  ${hash}`);

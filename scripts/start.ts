@@ -5,7 +5,8 @@
 //   3. npm run build, then the privileged migrate step (schema, topology, one MySQL and
 //      one RabbitMQ user per function, infra/access.ts), then every function as its own
 //      process from its bundle, with its own credentials, logs prefixed by function; a
-//      crashed function is restarted, as a container would be.
+//      crashed function is restarted, as a container would be. Node's compile cache of the
+//      bundles is .sluice/compile-cache/ (NODE_COMPILE_CACHE names another).
 //   4. Ctrl+C (or SIGTERM) stops every function gracefully.
 // Logs: readable and coloured on a terminal, JSON lines when piped or with --json (or
 // SLUICE_LOG_FORMAT=json); every function's, combined, also in .sluice/logs/sluice-<time>.log
@@ -94,7 +95,7 @@ function launch(fn: string, instance: number, colour: (typeof COLOURS)[number]):
     own.DLQ_AMQP_URL = operatorAmqpUrl('dlq', passwords.dlq, admin);
     own.RABBITMQ_MONITOR_URL = monitorApiUrl(passwords.monitor, admin);
   }
-  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, NODE_COMPILE_CACHE: compileCache, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => logs.line(name, colour, line));
   child.on('exit', (code, signal) => {
@@ -105,6 +106,9 @@ function launch(fn: string, instance: number, colour: (typeof COLOURS)[number]):
   });
 }
 
+// Node's compile cache of the bundles: the first start of a build compiles and fills it, every
+// later one (a restart, --scale) reads its code compiled (shared/compile-only.ts).
+const compileCache = env.NODE_COMPILE_CACHE || path.join(root, '.sluice', 'compile-cache');
 let n = 0;
 for (const fn of functions) for (let i = 1; i <= scale.get(fn)!; i++) launch(fn, i, COLOURS[n++ % COLOURS.length]!);
 

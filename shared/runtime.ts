@@ -83,16 +83,25 @@ export async function boot<S extends z.ZodRawShape>(name: string, shape: S, opts
     const metrics = createMetrics(name);
     const pool = createPool(config.MYSQL_URL, undefined, opts.pool);
     onStop(() => pool.end());
-    await waitForDatabase(pool).catch((err) => {
-      const denied = (err as { code?: string }).code === 'ER_ACCESS_DENIED_ERROR';
-      throw denied ? new Error(`${errorMessage(err)}: each function has its own MySQL user, created by \`npm run migrate\`; check MYSQL_URL`) : err;
-    });
-    // The schema is the migrate step's job (infra/provision.ts); a function only checks it is there.
-    await waitForSchema(pool, log, undefined, config.SCHEMA_WAIT_S * 1000);
-    const amqp = await connectAmqp({ url: config.AMQP_URL, name, log });
-    onStop(() => amqp.close());
-    const publisher = await createPublisher(amqp, { log, metrics });
-    onStop(() => publisher.close());
+    // MySQL and RabbitMQ at the same time: a start waits for the slower of the two, not for both in turn.
+    const database = (async () => {
+      await waitForDatabase(pool).catch((err) => {
+        const denied = (err as { code?: string }).code === 'ER_ACCESS_DENIED_ERROR';
+        throw denied ? new Error(`${errorMessage(err)}: each function has its own MySQL user, created by \`npm run migrate\`; check MYSQL_URL`) : err;
+      });
+      // The schema is the migrate step's job (infra/provision.ts); a function only checks it is there.
+      await waitForSchema(pool, log, undefined, config.SCHEMA_WAIT_S * 1000);
+    })();
+    const broker = (async () => {
+      const amqp = await connectAmqp({ url: config.AMQP_URL, name, log });
+      onStop(() => amqp.close());
+      const publisher = await createPublisher(amqp, { log, metrics });
+      onStop(() => publisher.close());
+      return { amqp, publisher };
+    })();
+    // A MySQL problem stops the start at once; a RabbitMQ one once MySQL is settled, so that
+    // when both are wrong the MySQL one is named, as when the two were checked in turn.
+    const [, { amqp, publisher }] = await Promise.all([database, broker.catch((err: unknown) => database.then(() => Promise.reject(err)))]);
     log.info({ ms: Math.round(performance.now() - bootStarted) }, 'connected to MySQL and RabbitMQ');
     return {
       name, config, log, metrics, pool, amqp, publisher, onStop,
@@ -157,14 +166,18 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
 ): Promise<Consumer[]> {
   const { config } = deps;
   const consumers: Consumer[] = [];
-  // Every queue must be in the topology (consume() refused any other) and on the broker.
+  // Every queue must be in the topology (consume() refused any other) and on the broker;
+  // checked while MySQL answers max_allowed_packet.
   const queues = specs.map((s) => declaredQueue(s.queue));
-  await deps.amqp.attach((model) => checkQueues(model, queues.map((q) => q.name)));
-  const batchMaxBytes = await packetSafeBatchBytes(deps.pool, config.BATCH_MAX_BYTES);
+  const [, batchMaxBytes] = await Promise.all([
+    deps.amqp.attach((model) => checkQueues(model, queues.map((q) => q.name))),
+    packetSafeBatchBytes(deps.pool, config.BATCH_MAX_BYTES),
+  ]);
   // Registered first, so on shutdown it runs after the consumers stopped: nothing left to publish.
   deps.onStop(() => deps.publisher.flush());
-  for (const spec of specs) {
-    const consumer = await startConsumer(deps.amqp, {
+  // Every queue's consumer at once (a channel each); `consumers` keeps the order of `specs`.
+  consumers.push(...(await Promise.all(specs.map((spec) =>
+    startConsumer(deps.amqp, {
       ...spec,
       publisher: deps.publisher,
       log: deps.log,
@@ -176,9 +189,8 @@ export async function runQueueFunction<C extends ConsumerConfig & { HEALTH_PORT:
       prefetchMaxBytes: config.PREFETCH_MAX_BYTES,
       messageMaxBytes: config.MESSAGE_MAX_BYTES,
       probe: () => deps.pool.query('SELECT 1'),
-    });
-    consumers.push(consumer);
-  }
+    }),
+  ))));
   deps.onStop(() => Promise.all(consumers.map((c) => c.stop())).then(() => undefined));
   const server = await serveHealth(deps, () => deps.amqp.connected && ready());
   deps.log.info(

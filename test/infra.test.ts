@@ -84,7 +84,7 @@ interface K8sContainer {
   livenessProbe?: K8sProbe;
   readinessProbe?: K8sProbe;
   startupProbe?: K8sProbe;
-  securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean };
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; allowPrivilegeEscalation?: boolean };
 }
 interface K8sDoc {
   apiVersion: string;
@@ -333,6 +333,28 @@ test('infra/Dockerfile: builder bundles one function; the final stage is a non-r
   for (const copy of [...ops(finalStage, 'COPY'), ...ops(finalStage, 'ADD')]) {
     assert.doesNotMatch(copy.args, /node_modules/, `final stage: ${copy.op} ${copy.args}`);
     assert.match(copy.args, /--from=\S+/, `final stage copies from a build stage only: ${copy.op} ${copy.args}`);
+  }
+});
+
+test('infra/Dockerfile: the image carries Node\'s compile cache of its bundle, filled as the user it runs as, with CMD\'s flags', () => {
+  const workdir = workdirOf(finalStage)!;
+  const env = ops(finalStage, 'ENV').map((i) => i.args).join(' ');
+  const cacheDir = /\bNODE_COMPILE_CACHE=(\S+)/.exec(env)?.[1];
+  assert.ok(cacheDir, 'the final stage sets NODE_COMPILE_CACHE');
+  assert.ok(!path.posix.relative(workdir, path.posix.resolve(workdir, cacheDir)).startsWith('..'), `NODE_COMPILE_CACHE=${cacheDir} is in the image's WORKDIR ${workdir}`);
+  const at = finalStage.instructions.findIndex((i) => i.op === 'RUN' && /\bSLUICE_COMPILE_ONLY=1\b/.test(i.args));
+  assert.ok(at >= 0, 'a RUN fills the cache (SLUICE_COMPILE_ONLY=1, shared/compile-only.ts)');
+  const [cmd] = ops(finalStage, 'CMD');
+  const warm = finalStage.instructions[at]!.args.replace(/^(\w+=\S*\s+)+/, '');
+  assert.deepEqual(warm.split(/\s+/), JSON.parse(cmd!.args), 'the same command line as CMD (Node keeps a cache per set of flags)');
+  // Node keeps a folder per user id: the cache is filled by the user the container runs as.
+  const userThen = finalStage.instructions.slice(0, at).findLast((i) => i.op === 'USER')?.args;
+  assert.equal(userThen, ops(finalStage, 'USER').at(-1)!.args, 'filled as the final USER');
+  const uid = Number(userThen!.split(':')[0]);
+  for (const fn of functions) {
+    const pod = deployment(fn).template.spec;
+    const runAs = pod.containers[0]!.securityContext?.runAsUser ?? pod.securityContext?.runAsUser;
+    assert.ok(runAs === undefined || runAs === uid, `${fn}: runAsUser ${runAs} is the image's user ${uid}, whose compile cache the image holds`);
   }
 });
 

@@ -59,16 +59,20 @@ export async function declareTopology(ch: Channel, t: Topology): Promise<void> {
 
 /** Check, without declaring anything, that `queues` exist: a function may not configure the broker. */
 export async function checkQueues(model: { createChannel(): Promise<Channel> }, queues: string[]): Promise<void> {
-  for (const queue of queues) {
-    const ch = await model.createChannel();
-    // A missing queue closes the channel with 404; the channel's own error event would be unhandled.
-    ch.on('error', () => {});
-    try {
-      await ch.checkQueue(queue);
-    } catch (err) {
-      throw new Error(`queue '${queue}' does not exist on the broker (${(err as Error).message}): run \`npm run migrate\` (docker compose: the \`migrate\` service; Kubernetes: the \`sluice-migrate\` Job)`);
-    } finally {
-      await ch.close().catch(() => {});
+  if (queues.length === 0) return;
+  // One channel for every check: the broker answers them in order, and a missing queue closes the
+  // channel, failing the checks after it too; the first that failed names the missing queue.
+  const ch = await model.createChannel();
+  // A missing queue closes the channel with 404; the channel's own error event would be unhandled.
+  ch.on('error', () => {});
+  try {
+    const checks = await Promise.allSettled(queues.map((queue) => ch.checkQueue(queue)));
+    const missing = checks.findIndex((c) => c.status === 'rejected');
+    if (missing >= 0) {
+      const err = (checks[missing] as PromiseRejectedResult).reason as Error;
+      throw new Error(`queue '${queues[missing]}' does not exist on the broker (${err.message}): run \`npm run migrate\` (docker compose: the \`migrate\` service; Kubernetes: the \`sluice-migrate\` Job)`);
     }
+  } finally {
+    await ch.close().catch(() => {});
   }
 }

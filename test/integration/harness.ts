@@ -73,6 +73,9 @@ export async function provisionTestEnvironment(): Promise<void> {
   });
 }
 
+/** Node's compile cache for the bundles the tests start (npm start's too). */
+export const COMPILE_CACHE = path.join(root, '.sluice', 'compile-cache');
+
 export function ensureBuilt(): void {
   if (process.env.SLUICE_SKIP_BUILD || ['trigger', 'log-lake', 'log-clean'].every((f) => existsSync(path.join(root, 'dist', f, 'index.mjs')))) return;
   const r = spawnSync(process.execPath, ['build.mjs', '--no-check'], { cwd: root, stdio: 'inherit' });
@@ -103,6 +106,8 @@ export async function startFunction(name: string, env: Record<string, string> = 
       HTTP_PORT: '0',
       LOG_DIR: logsDir,
       LOG_LEVEL: 'info',
+      // As npm start: the bundles' compiled code is kept between starts (shared/compile-only.ts).
+      NODE_COMPILE_CACHE: COMPILE_CACHE,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

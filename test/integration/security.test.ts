@@ -10,7 +10,7 @@ import mysql from 'mysql2/promise';
 import type { Pool } from '../../shared/db/pool.ts';
 import { FUNCTIONS, type FunctionName } from '../../infra/access.ts';
 import { operatorAmqpUrl } from '../../scripts/local-env.ts';
-import { AMQP_URL, TOKEN, api, count, ensureBuilt, ownUrls, passwords, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess } from './harness.ts';
+import { AMQP_URL, TOKEN, api, count, ensureBuilt, ownUrls, passwords, provisionTestEnvironment, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess } from './harness.ts';
 
 /** sluice_monitor over AMQP: the dashboard's operator role, which has a vhost permission (`^$` everywhere) and so may connect. */
 const MONITOR_AMQP_URL = operatorAmqpUrl('monitor', passwords.monitor, { amqpAdminUrl: AMQP_URL });
@@ -193,6 +193,26 @@ describe('boot checks', () => {
     assert.equal(r.status, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /no schema yet.*npm run migrate/);
     assert.doesNotMatch(r.stdout + r.stderr, new RegExp(passwords['log-lake']), 'no password in the output');
+  });
+
+  test('a queue missing on the broker is named, not the ones after it (one channel checks them all)', async () => {
+    // ev-analytics consumes ev.analytics.p0-p3: without p2, the checks of p2 and p3 both fail.
+    const conn = await amqp.connect(AMQP_URL);
+    try {
+      const ch = await conn.createChannel();
+      await ch.deleteQueue('ev.analytics.p2');
+      const r = spawnSync(process.execPath, [path.join(root, 'dist', 'ev-analytics', 'index.mjs')], {
+        env: { PATH: process.env.PATH, ...ownUrls('ev-analytics') },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /queue 'ev\.analytics\.p2' does not exist on the broker \(.*NOT_FOUND.*\): run `npm run migrate`/);
+      assert.doesNotMatch(r.stdout + r.stderr, /ev\.analytics\.p3/);
+    } finally {
+      await conn.close();
+      await provisionTestEnvironment(); // the queue back, for the tests below
+    }
   });
 });
 
