@@ -5,7 +5,7 @@
 //   - bundle sizes and cold starts (process start -> ready, median of 5)
 // Uses its own database (sluice_test_bench) and the sluice-test vhost.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -22,47 +22,198 @@ run('bash', ['scripts/services.sh']);
 run(process.execPath, ['build.mjs', '--no-check']);
 const ses = await ensureSesEmulator(h.SES_ENDPOINT);
 
-// BENCH_ONLY=logs,aggregates,ev,latency,cold runs some sections only.
-const only = new Set((process.env.BENCH_ONLY ?? 'logs,aggregates,ev,latency,cold').split(','));
+// BENCH_ONLY=ceilings,logs,aggregates,ev,latency,cold runs some sections only; `variants` (what the
+// per-line path is sensitive to) and `big` (a 2 GB log) run only when named.
+const only = new Set((process.env.BENCH_ONLY ?? 'ceilings,logs,aggregates,ev,latency,cold').split(','));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const report: string[] = [];
 const say = (line: string) => (console.log(line), report.push(line));
 
-// A bigger input than apache_logs alone, for a steady-state figure: the file 10 times over.
+// Bigger inputs than apache_logs alone, for steady-state figures: the file 10 and 50 times over.
+// BENCH_INPUTS=apache_logs_x10 keeps some of them.
 const logDir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'));
 const apache = readFileSync(path.join(h.logsDir, 'apache_logs'));
-writeFileSync(path.join(logDir, 'apache_logs'), apache);
-writeFileSync(path.join(logDir, 'apache_logs_x10'), Buffer.concat(Array.from({ length: 10 }, () => apache)));
+const apacheLines = apache.reduce((n, b) => n + (b === 10 ? 1 : 0), 0);
+const inputs = ([['apache_logs', 1], ['apache_logs_x10', 10], ['apache_logs_x50', 50]] as const)
+  .filter(([f]) => !process.env.BENCH_INPUTS || process.env.BENCH_INPUTS.split(',').includes(f))
+  .map(([f, times]) => {
+    writeFileSync(path.join(logDir, f), Buffer.concat(Array.from({ length: times }, () => apache)));
+    return [f, apacheLines * times] as const;
+  });
 
-async function logReplay(cleanProcesses: number, file: string, lines: number, cleanEnv: Record<string, string> = {}): Promise<number> {
+type Framing = 'line' | 'batch';
+interface ReplayOptions {
+  cleanProcesses?: number;
+  cleanEnv?: Record<string, string>;
+  /** Env of both consumers (log-lake and every log-clean). */
+  consumerEnv?: Record<string, string>;
+  triggerEnv?: Record<string, string>;
+  /** The run's `framing` (POST /v1/runs). Unset: the field is not sent (the server's default). */
+  framing?: Framing;
+  /** Also report each process's peak RSS (VmHWM) at the end. */
+  rss?: (peaks: Record<string, number>) => void;
+  dir?: string;
+  timeoutMs?: number;
+}
+
+/** VmHWM of a process, in MB: the kernel's high-water mark of its resident set. */
+const peakRss = (pid: number | undefined) => {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+};
+
+/**
+ * Lines/s of a log replay, from POST /v1/runs until raw_logs and web_requests + log_rejects hold
+ * every line (log-clean counts the aggregates in the transaction that stores web_requests, so
+ * they are complete then too). null: the trigger refused the run's `framing` (a server from before
+ * the option answers 400 to the unknown field); framing `line` then runs without the field.
+ */
+async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Promise<number | null> {
   const pool = await h.resetEnvironment();
   try {
-    await h.startFunction('log-lake');
-    for (let i = 0; i < cleanProcesses; i++) await h.startFunction('log-clean', cleanEnv);
-    const trigger = await h.startFunction('trigger', { LOG_DIR: logDir });
+    const lake = await h.startFunction('log-lake', { ...o.consumerEnv });
+    const cleans = [];
+    for (let i = 0; i < (o.cleanProcesses ?? 1); i++) cleans.push(await h.startFunction('log-clean', { ...o.consumerEnv, ...o.cleanEnv }));
+    const trigger = await h.startFunction('trigger', { LOG_DIR: o.dir ?? logDir, ...o.triggerEnv });
     const t0 = performance.now();
-    const { body } = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file });
+    let res = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file, ...(o.framing ? { framing: o.framing } : {}) });
+    if (res.status === 400 && o.framing === 'line') res = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file });
+    if (res.status === 400 && o.framing) return null;
+    if (res.status >= 300) throw new Error(`POST /v1/runs answered ${res.status}: ${JSON.stringify(res.body)}`);
     await h.waitFor('the replay to be stored', async () => {
-      const s = (await h.api(trigger, 'GET', `/v1/runs/${body.id}`)).body.stored;
+      const s = (await h.api(trigger, 'GET', `/v1/runs/${res.body.id}`)).body.stored;
       return s.raw_logs === lines && s.web_requests + s.log_rejects === lines;
-    }, 600_000, 50);
-    return lines / ((performance.now() - t0) / 1000);
+    }, o.timeoutMs ?? 900_000, 200);
+    const rate = lines / ((performance.now() - t0) / 1000);
+    o.rss?.({ trigger: peakRss(trigger.child.pid), 'log-lake': peakRss(lake.child.pid), ...Object.fromEntries(cleans.map((c, i) => [cleans.length > 1 ? `log-clean ${i + 1}` : 'log-clean', peakRss(c.child.pid)])) });
+    return rate;
   } finally {
     await h.stopAll();
     await pool.end();
   }
 }
 
+const fmtRate = (x: number | null | undefined) => (x == null ? 'n/a' : Math.round(x).toLocaleString('en'));
+const fmtRates = (xs: (number | null)[]) => (xs.some((x) => x === null) ? 'n/a' : `${fmtRate(median(xs as number[]))} (${xs.map((r) => Math.round(r!)).join(', ')})`);
+const ratio = (a: number | null, b: number | null) => (a === null || b === null ? 'n/a' : `${(a / b).toFixed(2)}x`);
+const medianOrNull = (xs: (number | null)[]) => (xs.length === 0 || xs.some((x) => x === null) ? null : median(xs as number[]));
+
 say(`# sluice benchmarks — ${new Date().toISOString().slice(0, 10)}, ${process.env.BENCH_MACHINE ?? 'this machine'}\n`);
-if (only.has('logs')) say('## Log replay, file to both tables (raw_logs and web_requests + log_rejects)\n');
-if (only.has('logs')) say('| input | log-clean processes | lines/s (median of 3) |\n|---|---|---|');
-for (const [file, lines] of only.has('logs') ? ([['apache_logs', 10_000], ['apache_logs_x10', 100_000]] as const) : []) {
-  for (const n of [1, 3]) {
-    const rates: number[] = [];
-    for (let i = 0; i < 3; i++) rates.push(await logReplay(n, file, lines));
-    say(`| ${file} (${lines.toLocaleString('en')} lines) | ${n} | ${Math.round(median(rates)).toLocaleString('en')} (${rates.map((r) => Math.round(r)).join(', ')}) |`);
+
+// The ceilings, and the log replay against them. Each round measures the four in a row, on a
+// fresh database and fresh queues each, so that the machine's noise falls on all of them alike.
+if (only.has('ceilings')) {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  // The per-line consumers' batch: BATCH_SIZE 500, prefetch 256 MiB over 1 MiB lines = 256, batches of half that.
+  const { batchLimits } = await import('../shared/amqp/batch-policy.ts');
+  const lineBatch = batchLimits({ batchSize: 500, prefetchMaxBytes: 256 * 1024 * 1024, messageMaxBytes: 1024 * 1024 }).batchSize;
+  say('## Ceilings: the log replay against the broker alone and MySQL alone\n');
+  say(`Broker ceiling: every line published persistent with confirms (1,000 in flight, as the trigger) to the \`logs\` exchange, which routes it to the pipeline's two quorum queues (logs.lake, logs.clean, declared and policed by the migrate step), consumed by one channel per queue (prefetch 1,000) acking every 500 with no processing. MySQL ceiling: log-lake's and log-clean's own handlers and stores (raw_logs; web_requests + log_rejects and the aggregates in one transaction), one worker thread each, batches of ${lineBatch} (the per-line consumers' batch), no broker. End to end: \`POST /v1/runs\` until every table holds every line, one log-lake and one log-clean process, default settings. Median of ${rounds} rounds, each round all columns in a row.\n`);
+  say('| input | broker ceiling | MySQL ceiling | line framing | line / broker | batch framing | batch / line | batch / MySQL |\n|---|---|---|---|---|---|---|---|');
+  const { brokerCeiling, mysqlCeiling, fileLines } = await import('./ceilings.ts');
+  for (const [file, lines] of inputs.filter(([f]) => f !== 'apache_logs')) {
+    const all = await fileLines(path.join(logDir, file));
+    const broker: number[] = [];
+    const mysql: number[] = [];
+    const line: (number | null)[] = [];
+    const batch: (number | null)[] = [];
+    for (let r = 0; r < rounds; r++) {
+      await (await h.resetEnvironment()).end();
+      broker.push(await brokerCeiling(h.AMQP_URL, all));
+      await (await h.resetEnvironment()).end();
+      mysql.push(await mysqlCeiling(h.MYSQL_URL, path.join(logDir, file), { batch: lineBatch }));
+      line.push(await logReplay(file, lines, { framing: 'line' }));
+      batch.push(await logReplay(file, lines, { framing: 'batch' }));
+      console.log(`  round ${r + 1} ${file}: broker ${fmtRate(broker.at(-1))}, mysql ${fmtRate(mysql.at(-1))}, line ${fmtRate(line.at(-1))}, batch ${fmtRate(batch.at(-1))}`);
+    }
+    const [b, m, l, x] = [median(broker), median(mysql), medianOrNull(line), medianOrNull(batch)];
+    say(`| ${file} (${lines.toLocaleString('en')} lines) | ${fmtRates(broker)} | ${fmtRates(mysql)} | ${fmtRates(line)} | ${ratio(l, b)} | ${fmtRates(batch)} | ${ratio(x, l)} | ${ratio(x, m)} |`);
   }
+  say('');
+}
+
+if (only.has('logs')) {
+  say('## Log replay, file to both tables (raw_logs and web_requests + log_rejects)\n');
+  say('| input | log-clean processes | framing | lines/s (median of 3) |\n|---|---|---|---|');
+  for (const [file, lines] of inputs.filter(([f]) => f !== 'apache_logs_x50')) {
+    for (const n of [1, 3]) {
+      for (const framing of ['line', 'batch'] as const) {
+        const rates: (number | null)[] = [];
+        for (let i = 0; i < 3; i++) {
+          rates.push(await logReplay(file, lines, { cleanProcesses: n, framing }));
+          if (rates.at(-1) === null) break;
+        }
+        say(`| ${file} (${lines.toLocaleString('en')} lines) | ${n} | ${framing} | ${fmtRates(rates)} |`);
+      }
+    }
+  }
+}
+
+// Where the per-line path loses against the broker: the same replay under other settings, each
+// against the defaults in the same round (rounds alternated), on the first input of BENCH_INPUTS
+// past apache_logs. BENCH_VARIANTS=name,name picks some. Broker-only variants run the ceiling.
+if (only.has('variants')) {
+  const { brokerCeiling, fileLines } = await import('./ceilings.ts');
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  const [file, lines] = inputs.find(([f]) => f !== 'apache_logs')!;
+  const all = await fileLines(path.join(logDir, file));
+  const MiB = 1024 * 1024;
+  const replay = (o: ReplayOptions) => () => logReplay(file, lines, { framing: 'line', ...o });
+  const ceiling = (o: Parameters<typeof brokerCeiling>[2]) => async () => {
+    await (await h.resetEnvironment()).end();
+    return brokerCeiling(h.AMQP_URL, all, o);
+  };
+  const variants: { name: string; what: string; base: () => Promise<number | null>; variant: () => Promise<number | null> }[] = [
+    { name: 'broker-window', what: 'broker alone: 4,000 unconfirmed in flight vs 1,000', base: ceiling({}), variant: ceiling({ window: 4_000 }) },
+    { name: 'broker-prefetch', what: 'broker alone: prefetch 256, ack every 128 (the consumers\' figures) vs prefetch 1,000, ack every 500', base: ceiling({}), variant: ceiling({ prefetch: 256, ackEvery: 128 }) },
+    { name: 'broker-ack-each', what: 'broker alone: ack each message vs every 500', base: ceiling({}), variant: ceiling({ ackEvery: 1 }) },
+    { name: 'broker-one-queue', what: 'broker alone: one queue (logs.lake) vs two', base: ceiling({}), variant: ceiling({ queues: ['logs.lake'] }) },
+    { name: 'prefetch-1000', what: 'end to end: consumers\' prefetch 1,000, batches of 500 (PREFETCH_MAX_BYTES 1 GiB) vs 256 / 128', base: replay({}), variant: replay({ consumerEnv: { PREFETCH_MAX_BYTES: String(1024 * MiB) } }) },
+    { name: 'prefetch-512', what: 'end to end: consumers\' prefetch 512, batches of 256 (PREFETCH_MAX_BYTES 512 MiB) vs 256 / 128', base: replay({}), variant: replay({ consumerEnv: { PREFETCH_MAX_BYTES: String(512 * MiB) } }) },
+    { name: 'batch-64', what: 'end to end: batches of 64 (BATCH_SIZE 64: prefetch 128) vs 128', base: replay({}), variant: replay({ consumerEnv: { BATCH_SIZE: '64' } }) },
+    { name: 'clean-3', what: 'end to end: three log-clean processes vs one', base: replay({}), variant: replay({ cleanProcesses: 3 }) },
+    { name: 'no-aggregates', what: 'end to end: log-clean without the aggregates (AGGREGATES=false) vs with', base: replay({}), variant: replay({ cleanEnv: { AGGREGATES: 'false' } }) },
+  ];
+  const picked = process.env.BENCH_VARIANTS ? variants.filter((v) => process.env.BENCH_VARIANTS!.split(',').includes(v.name)) : variants;
+  say(`## What the per-line path is sensitive to: ${file} (${lines.toLocaleString('en')} lines), line framing\n`);
+  say('Each variant against the defaults measured in the same round, rounds alternated (base, variant, base, variant...).\n');
+  say('| variant | base, lines/s | variant, lines/s | variant / base (median) |\n|---|---|---|---|');
+  for (const v of picked) {
+    const base: number[] = [];
+    const vary: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      base.push((await v.base())!);
+      vary.push((await v.variant())!);
+      console.log(`  ${v.name} round ${r + 1}: ${Math.round(base.at(-1)!)} vs ${Math.round(vary.at(-1)!)}`);
+    }
+    say(`| ${v.what} | ${fmtRates(base)} | ${fmtRates(vary)} | ${(median(vary) / median(base)).toFixed(2)} (${vary.map((x, i) => (x / base[i]!).toFixed(2)).join(', ')}) |`);
+  }
+  say('');
+}
+
+// A generated access log of about 2 GB (BENCH_BIG_LINES lines of scripts/sample-log.ts), replayed in
+// batch framing when the server has it (line framing otherwise): time, and each process's peak RSS.
+if (only.has('big')) {
+  const bigLines = Number(process.env.BENCH_BIG_LINES ?? 7_400_000);
+  const file = 'big_access.log';
+  run(process.execPath, ['scripts/sample-log.ts', '--out', path.join(logDir, file), '--lines', String(bigLines), '--seed', '11']);
+  const bytes = statSync(path.join(logDir, file)).size;
+  say(`## A generated log of ${(bytes / 1e9).toFixed(2)} GB (${bigLines.toLocaleString('en')} lines, scripts/sample-log.ts), file to every table\n`);
+  say('| framing | time | lines/s | process | peak RSS (VmHWM) |\n|---|---|---|---|---|');
+  for (const framing of ['batch', 'line'] as const) {
+    let peaks: Record<string, number> = {};
+    const rate = await logReplay(file, bigLines, { framing, rss: (p) => (peaks = p), timeoutMs: 4 * 3600_000 });
+    if (rate === null) {
+      say(`| ${framing} | n/a | n/a | | |`);
+      continue;
+    }
+    const rows = Object.entries(peaks);
+    say(`| ${framing} | ${(bigLines / rate / 60).toFixed(1)} min | ${fmtRate(rate)} | ${rows[0]![0]} | ${rows[0]![1].toFixed(0)} MB |`);
+    for (const [name, mb] of rows.slice(1)) say(`| | | | ${name} | ${mb.toFixed(0)} MB |`);
+    break; // the line framing only when the batch framing is not there yet
+  }
+  say('');
 }
 
 // What the streaming aggregates cost the pipeline: the same replay with log-clean counting them
@@ -74,8 +225,8 @@ if (only.has('aggregates')) {
     const off: number[] = [];
     const on: number[] = [];
     for (let i = 0; i < 3; i++) {
-      off.push(await logReplay(n, 'apache_logs_x10', 100_000, { AGGREGATES: 'false' }));
-      on.push(await logReplay(n, 'apache_logs_x10', 100_000, { AGGREGATES: 'true' }));
+      off.push((await logReplay('apache_logs_x10', 100_000, { cleanProcesses: n, cleanEnv: { AGGREGATES: 'false' } }))!);
+      on.push((await logReplay('apache_logs_x10', 100_000, { cleanProcesses: n, cleanEnv: { AGGREGATES: 'true' } }))!);
     }
     const fmt = (xs: number[]) => `${Math.round(median(xs)).toLocaleString('en')} (${xs.map((r) => Math.round(r)).join(', ')})`;
     say(`| ${n} | ${fmt(off)} | ${fmt(on)} | ${(median(on) / median(off)).toFixed(2)} |`);
