@@ -1,9 +1,16 @@
 // npm run bench: end-to-end figures on this machine, against the real services.
 // Not a test: it asserts nothing about speed, it measures and prints.
-//   - log replay throughput (file -> raw_logs + web_requests), 1 and 3 log-clean processes
+//   - ceilings: the broker alone on the pipeline's queues, MySQL alone through the functions' own
+//     stores, and the log replay (line and batch framing) against them, with CPU seconds per process
+//   - log replay throughput (file -> raw_logs + web_requests), 1 and 3 log-clean processes, per framing
+//   - what the streaming aggregates cost
 //   - EV readings/s through ev-analytics (unpaced run), and reading-to-SES-accepted latency (paced run)
 //   - bundle sizes and cold starts (process start -> ready, median of 5)
-// Uses its own database (sluice_test_bench) and the sluice-test vhost.
+//   - only when named in BENCH_ONLY: `variants` (what the per-line path is sensitive to, each setting
+//     against the defaults in the same round) and `big` (a ~2 GB generated log: time and peak RSS)
+// Uses its own database (TEST_MYSQL_URL, default sluice_test_bench) and TEST_AMQP_URL's vhost.
+// Other knobs: BENCH_INPUTS (apache_logs,apache_logs_x10,apache_logs_x50), BENCH_ROUNDS (2),
+// BENCH_VARIANTS, BENCH_BIG_LINES (7,400,000), BENCH_OUT (write the report to a file).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,9 +60,35 @@ interface ReplayOptions {
   framing?: Framing;
   /** Also report each process's peak RSS (VmHWM) at the end. */
   rss?: (peaks: Record<string, number>) => void;
+  /** Also report the CPU seconds each process used during the run (the broker's and the database's include anything else they served meanwhile). */
+  cpu?: (seconds: Record<string, number>) => void;
   dir?: string;
   timeoutMs?: number;
 }
+
+/** CPU seconds (user + system) a process has used so far; NaN when it is gone. */
+const cpuSeconds = (pid: number | undefined): number => {
+  try {
+    // Fields after the command (which may hold spaces): state is the 3rd, utime the 14th, stime the 15th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
+};
+/** The first process whose command is one of `names` (the broker and the database: shared with whatever else runs). */
+const pidOf = (...names: string[]): number | undefined => {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (names.includes(readFileSync(`/proc/${d}/comm`, 'utf8').trim())) return Number(d);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+};
+const servicePids = { rabbitmq: pidOf('beam.smp'), mariadb: pidOf('mariadbd', 'mysqld') };
 
 /** VmHWM of a process, in MB: the kernel's high-water mark of its resident set. */
 const peakRss = (pid: number | undefined) => {
@@ -76,6 +109,8 @@ async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Pr
     const cleans = [];
     for (let i = 0; i < (o.cleanProcesses ?? 1); i++) cleans.push(await h.startFunction('log-clean', { ...o.consumerEnv, ...o.cleanEnv }));
     const trigger = await h.startFunction('trigger', { LOG_DIR: o.dir ?? logDir, ...o.triggerEnv });
+    const procs: Record<string, number | undefined> = { trigger: trigger.child.pid, 'log-lake': lake.child.pid, ...Object.fromEntries(cleans.map((c, i) => [cleans.length > 1 ? `log-clean ${i + 1}` : 'log-clean', c.child.pid])), ...servicePids };
+    const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid)]));
     const t0 = performance.now();
     let res = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file, ...(o.framing ? { framing: o.framing } : {}) });
     if (res.status === 400 && o.framing === 'line') res = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file });
@@ -86,6 +121,7 @@ async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Pr
       return s.raw_logs === lines && s.web_requests + s.log_rejects === lines;
     }, o.timeoutMs ?? 900_000, 200);
     const rate = lines / ((performance.now() - t0) / 1000);
+    o.cpu?.(Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid) - cpu0[k]!])));
     o.rss?.({ trigger: peakRss(trigger.child.pid), 'log-lake': peakRss(lake.child.pid), ...Object.fromEntries(cleans.map((c, i) => [cleans.length > 1 ? `log-clean ${i + 1}` : 'log-clean', peakRss(c.child.pid)])) });
     return rate;
   } finally {
@@ -112,24 +148,44 @@ if (only.has('ceilings')) {
   say(`Broker ceiling: every line published persistent with confirms (1,000 in flight, as the trigger) to the \`logs\` exchange, which routes it to the pipeline's two quorum queues (logs.lake, logs.clean, declared and policed by the migrate step), consumed by one channel per queue (prefetch 1,000) acking every 500 with no processing. MySQL ceiling: log-lake's and log-clean's own handlers and stores (raw_logs; web_requests + log_rejects and the aggregates in one transaction), one worker thread each, batches of ${lineBatch} (the per-line consumers' batch), no broker. End to end: \`POST /v1/runs\` until every table holds every line, one log-lake and one log-clean process, default settings. Median of ${rounds} rounds, each round all columns in a row.\n`);
   say('| input | broker ceiling | MySQL ceiling | line framing | line / broker | batch framing | batch / line | batch / MySQL |\n|---|---|---|---|---|---|---|---|');
   const { brokerCeiling, mysqlCeiling, fileLines } = await import('./ceilings.ts');
+  const rows: string[] = [];
+  const cpuRows: string[] = [];
   for (const [file, lines] of inputs.filter(([f]) => f !== 'apache_logs')) {
     const all = await fileLines(path.join(logDir, file));
     const broker: number[] = [];
     const mysql: number[] = [];
     const line: (number | null)[] = [];
     const batch: (number | null)[] = [];
+    // CPU seconds per 100,000 lines, by process, for each measurement (the last round's).
+    const cpu: Record<string, Record<string, number>> = {};
+    const per100k = (secs: Record<string, number>) => Object.fromEntries(Object.entries(secs).map(([k, v]) => [k, (v * 100_000) / lines]));
+    /** The bench process's own CPU (the ceilings' publisher, consumers and writer threads) and the services'. */
+    const measured = async (what: string, fn: () => Promise<number>) => {
+      const own0 = process.cpuUsage();
+      const svc0 = Object.fromEntries(Object.entries(servicePids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+      const rate = await fn();
+      const own = process.cpuUsage(own0);
+      cpu[what] = per100k({ bench: (own.user + own.system) / 1e6, ...Object.fromEntries(Object.entries(servicePids).map(([k, pid]) => [k, cpuSeconds(pid) - svc0[k]!])) });
+      return rate;
+    };
     for (let r = 0; r < rounds; r++) {
       await (await h.resetEnvironment()).end();
-      broker.push(await brokerCeiling(h.AMQP_URL, all));
+      broker.push(await measured('broker ceiling', () => brokerCeiling(h.AMQP_URL, all)));
       await (await h.resetEnvironment()).end();
-      mysql.push(await mysqlCeiling(h.MYSQL_URL, path.join(logDir, file), { batch: lineBatch }));
-      line.push(await logReplay(file, lines, { framing: 'line' }));
-      batch.push(await logReplay(file, lines, { framing: 'batch' }));
+      mysql.push(await measured('MySQL ceiling', () => mysqlCeiling(h.MYSQL_URL, path.join(logDir, file), { batch: lineBatch })));
+      line.push(await logReplay(file, lines, { framing: 'line', cpu: (c) => (cpu['line framing'] = per100k(c)) }));
+      batch.push(await logReplay(file, lines, { framing: 'batch', cpu: (c) => (cpu['batch framing'] = per100k(c)) }));
       console.log(`  round ${r + 1} ${file}: broker ${fmtRate(broker.at(-1))}, mysql ${fmtRate(mysql.at(-1))}, line ${fmtRate(line.at(-1))}, batch ${fmtRate(batch.at(-1))}`);
     }
     const [b, m, l, x] = [median(broker), median(mysql), medianOrNull(line), medianOrNull(batch)];
-    say(`| ${file} (${lines.toLocaleString('en')} lines) | ${fmtRates(broker)} | ${fmtRates(mysql)} | ${fmtRates(line)} | ${ratio(l, b)} | ${fmtRates(batch)} | ${ratio(x, l)} | ${ratio(x, m)} |`);
+    rows.push(`| ${file} (${lines.toLocaleString('en')} lines) | ${fmtRates(broker)} | ${fmtRates(mysql)} | ${fmtRates(line)} | ${ratio(l, b)} | ${fmtRates(batch)} | ${ratio(x, l)} | ${ratio(x, m)} |`);
+    const procs = ['bench', 'trigger', 'log-lake', 'log-clean', 'rabbitmq', 'mariadb'];
+    cpuRows.push(...Object.entries(cpu).map(([what, c]) => `| ${file} | ${what} | ${procs.map((p) => (c[p] === undefined ? '–' : c[p]!.toFixed(1))).join(' | ')} | ${Object.values(c).reduce((a, v) => a + (Number.isNaN(v) ? 0 : v), 0).toFixed(1)} |`));
   }
+  for (const r of rows) say(r);
+  say('\nCPU seconds per 100,000 lines, by process, in the last round (the broker\'s and the database\'s include whatever else they served meanwhile; `bench` is the ceilings\' own publisher, consumers and writer threads). On two cores, 2 CPU-seconds a second is all there is:\n');
+  say(`| input | measurement | ${['bench', 'trigger', 'log-lake', 'log-clean', 'rabbitmq', 'mariadb'].join(' | ')} | total |\n|---|---|---|---|---|---|---|---|---|`);
+  for (const r of cpuRows) say(r);
   say('');
 }
 
@@ -154,7 +210,7 @@ if (only.has('logs')) {
 // against the defaults in the same round (rounds alternated), on the first input of BENCH_INPUTS
 // past apache_logs. BENCH_VARIANTS=name,name picks some. Broker-only variants run the ceiling.
 if (only.has('variants')) {
-  const { brokerCeiling, fileLines } = await import('./ceilings.ts');
+  const { brokerCeiling, mysqlCeiling, fileLines } = await import('./ceilings.ts');
   const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
   const [file, lines] = inputs.find(([f]) => f !== 'apache_logs')!;
   const all = await fileLines(path.join(logDir, file));
@@ -164,13 +220,21 @@ if (only.has('variants')) {
     await (await h.resetEnvironment()).end();
     return brokerCeiling(h.AMQP_URL, all, o);
   };
+  const mysqlAt = (batch: number) => async () => {
+    await (await h.resetEnvironment()).end();
+    return mysqlCeiling(h.MYSQL_URL, path.join(logDir, file), { batch });
+  };
   const variants: { name: string; what: string; base: () => Promise<number | null>; variant: () => Promise<number | null> }[] = [
     { name: 'broker-window', what: 'broker alone: 4,000 unconfirmed in flight vs 1,000', base: ceiling({}), variant: ceiling({ window: 4_000 }) },
     { name: 'broker-prefetch', what: 'broker alone: prefetch 256, ack every 128 (the consumers\' figures) vs prefetch 1,000, ack every 500', base: ceiling({}), variant: ceiling({ prefetch: 256, ackEvery: 128 }) },
     { name: 'broker-ack-each', what: 'broker alone: ack each message vs every 500', base: ceiling({}), variant: ceiling({ ackEvery: 1 }) },
     { name: 'broker-one-queue', what: 'broker alone: one queue (logs.lake) vs two', base: ceiling({}), variant: ceiling({ queues: ['logs.lake'] }) },
+    { name: 'mysql-batch-500', what: 'MySQL alone: batches of 500 vs 128 (the insert size the prefetch allows)', base: mysqlAt(128), variant: mysqlAt(500) },
+    { name: 'mysql-batch-256', what: 'MySQL alone: batches of 256 vs 128', base: mysqlAt(128), variant: mysqlAt(256) },
     { name: 'prefetch-1000', what: 'end to end: consumers\' prefetch 1,000, batches of 500 (PREFETCH_MAX_BYTES 1 GiB) vs 256 / 128', base: replay({}), variant: replay({ consumerEnv: { PREFETCH_MAX_BYTES: String(1024 * MiB) } }) },
     { name: 'prefetch-512', what: 'end to end: consumers\' prefetch 512, batches of 256 (PREFETCH_MAX_BYTES 512 MiB) vs 256 / 128', base: replay({}), variant: replay({ consumerEnv: { PREFETCH_MAX_BYTES: String(512 * MiB) } }) },
+    { name: 'trigger-window-2000', what: 'end to end: the trigger keeps 2,000 unconfirmed in flight (RUN_MAX_IN_FLIGHT) vs 1,000', base: replay({}), variant: replay({ triggerEnv: { RUN_MAX_IN_FLIGHT: '2000' } }) },
+    { name: 'trigger-window-300', what: 'end to end: the trigger keeps 300 unconfirmed in flight (RUN_MAX_IN_FLIGHT) vs 1,000', base: replay({}), variant: replay({ triggerEnv: { RUN_MAX_IN_FLIGHT: '300' } }) },
     { name: 'batch-64', what: 'end to end: batches of 64 (BATCH_SIZE 64: prefetch 128) vs 128', base: replay({}), variant: replay({ consumerEnv: { BATCH_SIZE: '64' } }) },
     { name: 'clean-3', what: 'end to end: three log-clean processes vs one', base: replay({}), variant: replay({ cleanProcesses: 3 }) },
     { name: 'no-aggregates', what: 'end to end: log-clean without the aggregates (AGGREGATES=false) vs with', base: replay({}), variant: replay({ cleanEnv: { AGGREGATES: 'false' } }) },

@@ -26,7 +26,7 @@ if (config.TRIGGER_TOKEN === DEV_TOKEN) log.warn({ host: config.HTTP_HOST }, 'TR
 
 const runs = createRunStore(deps.pool);
 // The lease: a run this trigger did not save for RUN_STALE_AFTER_S may be claimed by another one.
-const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000 });
+const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000, maxInFlightPerRun: config.RUN_MAX_IN_FLIGHT });
 log.info({ owner: runs.owner }, 'run owner id');
 deps.onStop(() => runner.stop());
 const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG), maxRunMessages: config.MAX_RUN_MESSAGES });
