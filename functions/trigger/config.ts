@@ -30,6 +30,12 @@ export const configShape = {
   FRAMING_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(BATCH_LIMITS.lingerMs),
   /** Largest body POST /v1/logs accepts (uploads are streamed: this bounds a run, not memory). */
   BODY_LIMIT_MB: z.coerce.number().positive().max(1024 * 1024).default(64),
+  /**
+   * Messages a run keeps published and not yet confirmed by the broker; publishing waits past it
+   * (at most MAX_LINE_BYTES each: this bounds a run's memory). The shared publisher allows 2,000
+   * in flight over all runs.
+   */
+  RUN_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(100_000).default(1_000),
   /** Runs this trigger executes at once (uploads in progress included); past it, starting one answers 429. */
   MAX_CONCURRENT_RUNS: z.coerce.number().int().min(1).max(10_000).default(8),
   /** Largest number of messages (readings + clock ticks) one EV run may publish. */

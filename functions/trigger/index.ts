@@ -29,7 +29,7 @@ const runs = createRunStore(deps.pool);
 // The framing of a run that names none, and the limits of batch framing.
 const framing: FramingSettings = { default: config.LOG_FRAMING, maxLines: config.FRAMING_BATCH_LINES, maxBytes: config.FRAMING_BATCH_BYTES, lingerMs: config.FRAMING_LINGER_MS };
 // The lease: a run this trigger did not save for RUN_STALE_AFTER_S may be claimed by another one.
-const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000 });
+const runner = createRunner({ publisher: deps.publisher, runs, log, leaseMs: config.RUN_STALE_AFTER_S * 1000, maxInFlightPerRun: config.RUN_MAX_IN_FLIGHT });
 log.info({ owner: runs.owner }, 'run owner id');
 deps.onStop(() => runner.stop());
 const ev = createEvRuns({ runs, runner, pool: deps.pool, catalog: loadCatalog(config.EV_CATALOG), maxRunMessages: config.MAX_RUN_MESSAGES });
