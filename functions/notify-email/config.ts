@@ -9,6 +9,10 @@ export const ALERTS_QUEUE = QUEUES.notifyAlerts;
 
 export const configShape = {
   ...consumerConfigShape,
+  // No linger: events come a few at a time, and each one waited on is an email later. A busy
+  // consumer still batches what queued while it wrote (bench latency: the event -> outbox stage
+  // went from 77 to 24 ms p50 without the 50 ms linger).
+  BATCH_WAIT_MS: consumerConfigShape.BATCH_WAIT_MS.default(0),
   /** SES API endpoint; unset in production (real AWS SES), the aws-ses-v2-local emulator locally. */
   SES_ENDPOINT: z.url().optional(),
   AWS_REGION: z.string().min(1).default('us-east-1'),
