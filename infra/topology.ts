@@ -15,7 +15,7 @@
 import {
   ALERTS_BINDING, CLOCK_ROUTING_KEY, EVENTS_BINDING, EV_EXCHANGE, EV_PARTITION_EXCHANGE, EV_PARTITION_HEADER, LOGS_EXCHANGE,
   LOG_LINES_BINDING, READINGS_BINDING,
-} from '../shared/contracts/names.ts';
+} from '#shared/contracts/names.ts';
 
 export interface ExchangeSpec {
   name: string;

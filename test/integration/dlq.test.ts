@@ -13,7 +13,7 @@ import amqp, { type GetMessage } from 'amqplib';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import type { Pool } from '../../shared/db/pool.ts';
-import { AMQP_URL, DLQ_AMQP_URL, TOKEN, api, count, ensureBuilt, ownUrls, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess } from './harness.ts';
+import { DLQ_AMQP_URL, admin, depth, TOKEN, api, count, ensureBuilt, ownUrls, resetEnvironment, root, startFunction, stopAll, waitFor, type FnProcess } from './harness.ts';
 
 let pool: Pool;
 let trigger: FnProcess;
@@ -35,17 +35,6 @@ after(async () => {
   await pool?.end();
 });
 
-/** As the administrator (the test's own view of the broker). */
-async function admin<T>(fn: (ch: amqp.ConfirmChannel) => Promise<T>): Promise<T> {
-  const conn = await amqp.connect(AMQP_URL);
-  try {
-    const ch = await conn.createConfirmChannel();
-    return await fn(ch);
-  } finally {
-    await conn.close();
-  }
-}
-const depth = (queue: string) => admin(async (ch) => (await ch.checkQueue(queue)).messageCount);
 
 /** Every message of a queue, given back afterwards (nack with requeue). */
 const drainLook = (queue: string) =>

@@ -172,6 +172,19 @@ export async function api(trigger: FnProcess, method: string, url: string, body?
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
+/** A confirm channel as the administrator (the test's own view of the broker), closed afterwards. */
+export async function admin<T>(fn: (ch: amqp.ConfirmChannel) => Promise<T>): Promise<T> {
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    return await fn(await conn.createConfirmChannel());
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Messages ready in `queue`. */
+export const depth = (queue: string) => admin(async (ch) => (await ch.checkQueue(queue)).messageCount);
+
 export async function count(pool: Pool, sql: string, params: unknown[] = []): Promise<number> {
   const [rows] = (await pool.query(sql, params)) as [Record<string, unknown>[], unknown];
   return Number(Object.values(rows[0] ?? { n: 0 })[0]);

@@ -5,10 +5,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import amqp, { type GetMessage } from 'amqplib';
+import type { GetMessage } from 'amqplib';
 import type { Pool } from '../../shared/db/pool.ts';
 import { encodeLogBatch, logBatchMessage, logLineMessage, type BatchLine } from '../../shared/contracts/logs.ts';
-import { AMQP_URL, count, ensureBuilt, resetEnvironment, startFunction, stopAll, waitFor } from './harness.ts';
+import { admin, count, depth, ensureBuilt, resetEnvironment, startFunction, stopAll, waitFor } from './harness.ts';
 
 let pool: Pool;
 const runId = randomUUID();
@@ -25,15 +25,6 @@ after(async () => {
   await pool?.end();
 });
 
-async function admin<T>(fn: (ch: amqp.ConfirmChannel) => Promise<T>): Promise<T> {
-  const conn = await amqp.connect(AMQP_URL);
-  try {
-    return await fn(await conn.createConfirmChannel());
-  } finally {
-    await conn.close();
-  }
-}
-const depth = (queue: string) => admin(async (ch) => (await ch.checkQueue(queue)).messageCount);
 
 test('an undecodable batch message goes whole to the DLQ with its reason; a good one is stored line by line', async () => {
   const lines: BatchLine[] = [];
