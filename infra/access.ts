@@ -16,7 +16,7 @@
 // function put a message into any queue, notify.email included.
 import { ALERT_RULES } from '#shared/contracts/alerts.ts';
 import {
-  ALERT_SOURCE, CLOCK_ROUTING_KEY, EV_EXCHANGE, LOGS_EXCHANGE, READING_ROUTING_PREFIX, alertRoutingKey, eventRoutingKey, logRoutingKey,
+  ALERT_SOURCE, CLOCK_ROUTING_KEY, EV_EXCHANGE, LOGS_EXCHANGE, QUIET_ROUTING_KEY, READING_ROUTING_PREFIX, alertRoutingKey, eventRoutingKey, logRoutingKey,
 } from '#shared/contracts/names.ts';
 import { EV_ANALYTICS_QUEUES, QUEUES, deadLetterQueue, retryQueue, topology } from './topology.ts';
 
@@ -47,7 +47,7 @@ const keysOf = (build: (segment: string) => string, segment: string) => `^${esca
 export const PUBLISHED_KEYS = {
   // Not logs.alert.access: a source may not be named `alert` (its lines would reach notify.alerts).
   logLines: keysOf(logRoutingKey, `(?!${escape(ALERT_SOURCE)}\\.)[A-Za-z0-9][A-Za-z0-9_-]*`),
-  evReadingsAndClock: `^(${escape(READING_ROUTING_PREFIX)}\\.[a-z0-9-]+|${escape(CLOCK_ROUTING_KEY)})$`,
+  evReadingsAndClock: `^(${escape(READING_ROUTING_PREFIX)}\\.[a-z0-9-]+|${escape(CLOCK_ROUTING_KEY)}|${escape(QUIET_ROUTING_KEY)})$`,
   evEvents: keysOf((s) => eventRoutingKey(`charge.${s}`), '[a-z_]+'),
   alerts: keysOf(alertRoutingKey, `(${ALERT_RULES.join('|')})`),
 };

@@ -14,7 +14,7 @@
 
 import {
   ALERTS_BINDING, CLOCK_ROUTING_KEY, EVENTS_BINDING, EV_EXCHANGE, EV_PARTITION_EXCHANGE, EV_PARTITION_HEADER, LOGS_EXCHANGE,
-  LOG_LINES_BINDING, READINGS_BINDING,
+  LOG_LINES_BINDING, QUIET_ROUTING_KEY, READINGS_BINDING,
 } from '#shared/contracts/names.ts';
 
 export interface ExchangeSpec {
@@ -80,7 +80,11 @@ export const topology: Topology = {
       name: EV_PARTITION_EXCHANGE,
       type: 'x-consistent-hash',
       arguments: { 'hash-header': EV_PARTITION_HEADER },
-      bindings: [{ source: EV_EXCHANGE, pattern: READINGS_BINDING }],
+      // A session's quiet notice follows its readings to their partition.
+      bindings: [
+        { source: EV_EXCHANGE, pattern: READINGS_BINDING },
+        { source: EV_EXCHANGE, pattern: QUIET_ROUTING_KEY },
+      ],
     },
   ],
   queues: [

@@ -19,12 +19,22 @@
 // checked on its own (fault, impossible values, over limit, completion), never against its
 // neighbours, which were compared without it. Offline detection is not ordered: a reading
 // proves the charger online when it arrives.
+//
+// Offline and late readings. Silence is judged on the run's clock (event time), but a clock can
+// overtake a late reading of the same session (one that went through the retry queue, or was
+// redelivered out of order after a broker restart), and a session whose last reading (its
+// Finishing) is late looks silent. So a source that announces quiet sessions (EvClock
+// `announcesQuiet`) sends, per session, a quiet notice naming its last reading (`onQuiet`); in
+// its runs a session is judged silent only once the notice and the reading it names have both
+// arrived. Either can come last, and each is judged on arrival as well as on every clock. A
+// run without notices is judged on the clock alone.
 import {
   EVENT_SEVERITY,
   readingProblems,
   type ChargingState,
   type EvClock,
   type EvEvent,
+  type EvQuiet,
   type EvEventType,
   type EvReading,
   type OcppErrorCode,
@@ -114,6 +124,8 @@ export interface SessionState {
   finished: boolean;
   /** charge.offline was reported. */
   offline: boolean;
+  /** The source's quiet notice: it sent readings up to this seq and no more (absent until it arrives). */
+  quietSeq?: number;
 }
 
 /** Event-time watermark of one run in one partition (max clock time seen, never goes back). */
@@ -124,6 +136,8 @@ export interface RunClock {
   watermark: string;
   /** The run's final clock was seen. */
   final: boolean;
+  /** The run's source sends quiet notices (EvClock.announcesQuiet): silence needs one. */
+  announcesQuiet?: boolean;
 }
 
 export interface ReadingOutcome {
@@ -133,6 +147,16 @@ export interface ReadingOutcome {
   invalid: string | null;
   /** The seq was seen before: redelivery, nothing changed, no events. */
   duplicate: boolean;
+}
+
+export interface QuietOutcome {
+  /** The session's state after the notice (unchanged when the notice changed nothing). */
+  state: SessionState | undefined;
+  events: EvEvent[];
+  /** Whether `state` changed and must be saved. */
+  changed: boolean;
+  /** No reading of the session was seen yet: the notice can only be taken once one has (retry it). */
+  unknown: boolean;
 }
 
 export interface ClockOutcome {
@@ -145,7 +169,13 @@ export interface ClockOutcome {
 
 export interface Detector {
   readonly config: Readonly<DetectorConfig>;
-  onReading(prev: SessionState | undefined, reading: EvReading): ReadingOutcome;
+  /**
+   * One reading. With the run's clock `rc`, a run that announces quiet sessions has the session
+   * judged for silence at once (the late last reading of a session the clock already passed).
+   */
+  onReading(prev: SessionState | undefined, reading: EvReading, rc?: RunClock): ReadingOutcome;
+  /** A session's quiet notice; judged for silence at once against `rc` when its reading is in. */
+  onQuiet(prev: SessionState | undefined, quiet: EvQuiet, rc?: RunClock): QuietOutcome;
   /**
    * Advance the run's watermark; returns offline events for open sessions whose
    * last reading is older than offlineAfterIntervals * their sampleIntervalS,
@@ -188,16 +218,18 @@ export function eventIdFor(sessionId: string, type: EvEventType): string {
 }
 
 /** Advance a run's watermark (monotonic). Usable for clock messages and, if the caller wants, reading timestamps. */
-export function advanceRunClock(prev: RunClock | undefined, runId: string, timestamp: string, final = false): RunClock {
+export function advanceRunClock(prev: RunClock | undefined, runId: string, timestamp: string, final = false, announcesQuiet = false): RunClock {
   const ms = Date.parse(timestamp);
   const base: RunClock = prev && prev.runId === runId ? prev : { runId, watermarkMs: Number.NEGATIVE_INFINITY, watermark: '', final: false };
   const ahead = Number.isFinite(ms) && ms > base.watermarkMs;
-  return {
+  const rc: RunClock = {
     runId,
     watermarkMs: ahead ? ms : base.watermarkMs,
     watermark: ahead ? timestamp : base.watermark,
     final: base.final || final,
   };
+  if (base.announcesQuiet === true || announcesQuiet) rc.announcesQuiet = true;
+  return rc;
 }
 
 
@@ -311,7 +343,7 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
 
   type Emit = (type: EvEventType, summary: string, details: Record<string, unknown>) => void;
 
-  function onReading(prevIn: SessionState | undefined, r: EvReading): ReadingOutcome {
+  function onReading(prevIn: SessionState | undefined, r: EvReading, rc?: RunClock): ReadingOutcome {
     const invalid = problemsOf(r).invalid;
 
     // A state of another session/run is not this session's history.
@@ -339,6 +371,8 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
       s.charger = { ...r.charger };
     }
     if (r.chargingState === 'Finishing') s.finished = true;
+    // The source spoke after its notice: the notice no longer holds.
+    if (s.quietSeq !== undefined && r.seq > s.quietSeq) delete s.quietSeq;
 
     const skippedAt = s.skipped.indexOf(r.seq);
     if (skippedAt >= 0) {
@@ -355,7 +389,64 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
       s.pending.splice(at < 0 ? s.pending.length : at, 0, rest);
       while (s.pending.length > cfg.reorderWindow) skipGap(s, events);
     }
+    if (rc?.announcesQuiet === true) judgeSilence(s, rc, false, events);
     return { state: s, events, invalid, duplicate: false };
+  }
+
+  function onQuiet(prevIn: SessionState | undefined, q: EvQuiet, rc?: RunClock): QuietOutcome {
+    const prev = prevIn && prevIn.sessionId === q.sessionId && prevIn.runId === q.runId ? upgradeState(prevIn) : undefined;
+    if (!prev) return { state: undefined, events: [], changed: false, unknown: true };
+    // A closed session needs no notice; an older notice than one we hold, or than what the
+    // source sent since, changes nothing.
+    if (!isOpen(prev) || q.lastSeq < prev.lastSeq || (prev.quietSeq !== undefined && q.lastSeq <= prev.quietSeq)) {
+      return { state: prev, events: [], changed: false, unknown: false };
+    }
+    const s = copyState(prev);
+    s.quietSeq = q.lastSeq;
+    const events: EvEvent[] = [];
+    if (rc) judgeSilence(s, rc, false, events);
+    return { state: s, events, changed: true, unknown: false };
+  }
+
+  /**
+   * Whether the session is silent on the run's clock `rc`: open, and its last reading older than
+   * offlineAfterIntervals intervals. In a run that announces quiet sessions, only once the
+   * session's notice and the reading it names are in (before that, a reading may be late, not
+   * missing). Silent: the state is marked offline (closed) and charge.offline raised once.
+   */
+  function judgeSilence(s: SessionState, rc: RunClock, finalClock: boolean, events: EvEvent[]): boolean {
+    if (s.runId !== rc.runId || !isOpen(s) || !Number.isFinite(rc.watermarkMs)) return false;
+    if (rc.announcesQuiet === true && !(s.quietSeq !== undefined && s.lastSeq >= s.quietSeq)) return false;
+    const silentMs = rc.watermarkMs - s.lastSeenMs;
+    const thresholdMs = cfg.offlineAfterIntervals * s.sampleIntervalS * 1000;
+    if (!(silentMs >= thresholdMs)) return false;
+    s.offline = true;
+    if (s.emitted.includes('charge.offline')) return true;
+    s.emitted.push('charge.offline');
+    // What the charger said last, even when a reading below it is still missing.
+    const last = latestValid(s);
+    events.push(
+      makeEvent(
+        s,
+        'charge.offline',
+        rc.watermark,
+        null,
+        `Charger ${chargerName(s)} went silent while charging ${vehicleName(s)}: no reading for ${duration(silentMs)} (last at ${pct(last?.socPercent)} SoC)`,
+        {
+          lastSeenAt: s.lastSeenAt,
+          lastSeq: s.lastSeq,
+          lastChargingState: s.chargingState,
+          silentForS: silentMs / 1000,
+          thresholdS: thresholdMs / 1000,
+          offlineAfterIntervals: cfg.offlineAfterIntervals,
+          sampleIntervalS: s.sampleIntervalS,
+          watermark: rc.watermark,
+          finalClock,
+        },
+        last,
+      ),
+    );
+    return true;
   }
 
   function problemsOf(r: EvReading): { problems: string[]; invalid: string | null; tsMs: number } {
@@ -560,48 +651,16 @@ export function createDetector(config?: Partial<DetectorConfig>): Detector {
   }
 
   function onClock(clock: EvClock, open: SessionState[], prev?: RunClock): ClockOutcome {
-    const rc = advanceRunClock(prev, clock.runId, clock.timestamp, clock.final);
+    const rc = advanceRunClock(prev, clock.runId, clock.timestamp, clock.final, clock.announcesQuiet === true);
     const events: EvEvent[] = [];
     const states: SessionState[] = [];
-    if (!Number.isFinite(rc.watermarkMs)) return { events, states, clock: rc };
     for (const s0 of open) {
       if (s0.runId !== clock.runId || !isOpen(s0)) continue;
-      const s = upgradeState(s0);
-      const silentMs = rc.watermarkMs - s.lastSeenMs;
-      const thresholdMs = cfg.offlineAfterIntervals * s.sampleIntervalS * 1000;
-      if (!(silentMs >= thresholdMs)) continue;
-      const ns = copyState(s);
-      ns.offline = true;
-      if (!ns.emitted.includes('charge.offline')) {
-        ns.emitted.push('charge.offline');
-        // What the charger said last, even when a reading below it is still missing.
-        const last = latestValid(ns);
-        events.push(
-          makeEvent(
-            ns,
-            'charge.offline',
-            rc.watermark,
-            null,
-            `Charger ${chargerName(ns)} went silent while charging ${vehicleName(ns)}: no reading for ${duration(silentMs)} (last at ${pct(last?.socPercent)} SoC)`,
-            {
-              lastSeenAt: ns.lastSeenAt,
-              lastSeq: ns.lastSeq,
-              lastChargingState: ns.chargingState,
-              silentForS: silentMs / 1000,
-              thresholdS: thresholdMs / 1000,
-              offlineAfterIntervals: cfg.offlineAfterIntervals,
-              sampleIntervalS: ns.sampleIntervalS,
-              watermark: rc.watermark,
-              finalClock: clock.final,
-            },
-            last,
-          ),
-        );
-      }
-      states.push(ns);
+      const s = copyState(upgradeState(s0));
+      if (judgeSilence(s, rc, clock.final, events)) states.push(s);
     }
     return { events, states, clock: rc };
   }
 
-  return { config: Object.freeze({ ...cfg }), onReading, onClock };
+  return { config: Object.freeze({ ...cfg }), onReading, onQuiet, onClock };
 }

@@ -70,6 +70,11 @@ export class InvalidReadingError extends PermanentError {
   override name = 'InvalidReadingError';
 }
 
+/** A quiet notice for a session none of whose readings arrived yet: retried until one has. */
+export class SessionNotSeenError extends Error {
+  override name = 'SessionNotSeenError';
+}
+
 /** This instance no longer owns the partition: the batch's state must not be saved, nor the batch acked as handled. */
 export class PartitionLostError extends UnavailableError {
   override name = 'PartitionLostError';
@@ -89,6 +94,10 @@ interface PartitionCache {
   /** Runs whose open sessions have all been loaded into `states`. */
   openLoaded: Set<string>;
   clocks: Map<string, RunClock>;
+  /** Runs whose clock was looked up in MySQL (it may have none yet). */
+  clockLoaded: Set<string>;
+  /** Sessions that closed and left `states`, by run: their quiet notices need no look-up. */
+  closed: Map<string, Set<string>>;
 }
 
 export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessage> {
@@ -132,25 +141,32 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
     throw new PartitionLostError(`partition ${partition} lost (${why}); epoch ${lease.epoch} is no longer current`);
   }
 
+  const isClosed = (c: PartitionCache, q: { runId: string; sessionId: string }) => c.closed.get(q.runId)?.has(q.sessionId) === true;
+
   async function cacheFor(partition: number, subscription: number | undefined, items: AnalyticsMessage[]): Promise<PartitionCache> {
     let cache = caches.get(partition);
     if (!cache || cache.subscription !== subscription) {
-      cache = { subscription, states: new Map(), openLoaded: new Set(), clocks: new Map() };
+      cache = { subscription, states: new Map(), openLoaded: new Set(), clocks: new Map(), clockLoaded: new Set(), closed: new Map() };
       caches.set(partition, cache);
     }
     const c = cache;
-    const missing = [...new Set(items.flatMap((m) => (m.kind === 'reading' && !c.states.has(m.reading.sessionId) ? [m.reading.sessionId] : [])))];
+    const sessionOf = (m: AnalyticsMessage) => (m.kind === 'reading' ? m.reading : m.kind === 'quiet' && !isClosed(c, m.quiet) ? m.quiet : null);
+    const missing = [...new Set(items.flatMap((m) => { const x = sessionOf(m); return x && !c.states.has(x.sessionId) ? [x.sessionId] : []; }))];
     const runs = [...new Set(items.flatMap((m) => (m.kind === 'clock' && !c.openLoaded.has(m.clock.runId) ? [m.clock.runId] : [])))];
-    // Everything the batch can touch: its sessions, and every open session of a run whose clock ticks in it.
+    // Readings and notices are judged against their run's clock too.
+    const clockRuns = [...new Set(items.map((m) => (m.kind === 'clock' ? m.clock.runId : m.kind === 'quiet' ? m.quiet.runId : m.reading.runId)))].filter((run) => !c.clockLoaded.has(run));
+    // Everything the batch can touch: its sessions, every open session of a run whose clock
+    // ticks in it, and the clocks of its runs.
     const [loaded, openByRun, clocksByRun] = await Promise.all([
       store.loadStates(missing),
       Promise.all(runs.map((run) => store.loadOpen(partition, run))),
-      Promise.all(runs.map((run) => store.loadClock(partition, run))),
+      Promise.all(clockRuns.map((run) => store.loadClock(partition, run))),
     ]);
     for (const [id, state] of loaded) c.states.set(id, state);
     for (const s of openByRun.flat()) if (!c.states.has(s.sessionId)) c.states.set(s.sessionId, s);
-    runs.forEach((run, k) => {
-      c.openLoaded.add(run);
+    for (const run of runs) c.openLoaded.add(run);
+    clockRuns.forEach((run, k) => {
+      c.clockLoaded.add(run);
       const clock = clocksByRun[k];
       if (clock && !c.clocks.has(run)) c.clocks.set(run, clock);
     });
@@ -178,12 +194,25 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
         const message = it.body;
         if (message.kind === 'reading') {
           const { reading } = message;
-          const out = detector.onReading(states.get(reading.sessionId), reading);
+          const out = detector.onReading(states.get(reading.sessionId), reading, clocks.get(reading.runId));
           // A redelivered invalid reading is dead-lettered again: at least once in the DLQ.
           if (out.invalid !== null) failures.push({ index, error: new InvalidReadingError(`invalid reading ${reading.messageId}: ${out.invalid}`) });
           if (out.duplicate) return;
           states.set(reading.sessionId, out.state);
           changed.add(reading.sessionId);
+          raised.push(...out.events);
+        } else if (message.kind === 'quiet') {
+          const { quiet } = message;
+          if (isClosed(cache, quiet)) return;
+          const out = detector.onQuiet(states.get(quiet.sessionId), quiet, clocks.get(quiet.runId));
+          if (out.unknown) {
+            // Its readings are late (a retry): the notice waits for them in the retry queue.
+            failures.push({ index, error: new SessionNotSeenError(`quiet notice of session ${quiet.sessionId} (run ${quiet.runId}, last seq ${quiet.lastSeq}) before any of its readings`) });
+            return;
+          }
+          if (!out.changed) return;
+          states.set(quiet.sessionId, out.state!);
+          changed.add(quiet.sessionId);
           raised.push(...out.events);
         } else {
           const { clock } = message;
@@ -202,9 +231,15 @@ export function createHandler(deps: AnalyticsDeps): BatchHandler<AnalyticsMessag
       const saved = await store.save(partition, lease.epoch, [...changed].map((id) => states.get(id)!), [...ticked].map((run) => clocks.get(run)!));
       if (!saved) return await lose(partition, ctx.subscription, lease, 'another holder claimed the partition', ctx.log);
       // Closed sessions and finished runs need no memory: a late duplicate is looked up in MySQL.
-      for (const id of changed) if (!isOpen(states.get(id)!)) states.delete(id);
+      for (const id of changed) {
+        const st = states.get(id)!;
+        if (isOpen(st)) continue;
+        states.delete(id);
+        const closed = cache.closed.get(st.runId) ?? new Set<string>();
+        cache.closed.set(st.runId, closed.add(id));
+      }
       for (const run of ticked) {
-        if (clocks.get(run)!.final) clocks.delete(run), cache.openLoaded.delete(run);
+        if (clocks.get(run)!.final) clocks.delete(run), cache.openLoaded.delete(run), cache.clockLoaded.delete(run), cache.closed.delete(run);
       }
       return { failures };
     } catch (err) {

@@ -3,7 +3,6 @@
 // readings and clock ticks, paced to `speed` simulated seconds per real second.
 import { z } from 'zod';
 import type { Pool } from '../../shared/db/pool.ts';
-import { clockMessage, readingMessage, type EvMessage } from '../../shared/contracts/ev.ts';
 import type { Catalog } from './ev-catalog.ts';
 import type { Pause, RunCount, SessionPlan, SimOptions } from './ev-simulator.ts';
 import type { Position, Runner } from './runner.ts';
@@ -53,7 +52,7 @@ export function tooManyMessages(request: Pick<EvRunRequest, 'sessions' | 'sample
       : `even one session is too many at sampleIntervalS ${request.sampleIntervalS}; use a longer sampleIntervalS`;
   return (
     `this run would publish ${count.exact ? '' : 'about '}${fmt(count.messages)} messages ` +
-    `(sessions ${request.sessions} x about ${fmt(perSession)} readings at sampleIntervalS ${request.sampleIntervalS}, plus ${fmt(count.clocks)} clock ticks); ` +
+    `(sessions ${request.sessions} x about ${fmt(perSession)} readings at sampleIntervalS ${request.sampleIntervalS}, plus ${fmt(count.clocks)} clock ticks and ${fmt(count.quiet)} quiet notices); ` +
     `the limit is ${fmt(limit)} (MAX_RUN_MESSAGES): ${advice}`
   );
 }
@@ -76,9 +75,13 @@ export function createEvRuns(deps: {
   const slices = deps.pause ? { pause: deps.pause } : {};
 
   function optionsOf(run: Run): { opts: SimOptions; speed: number } {
-    const p = EvRunRequestSchema.extend({ seed: z.number().int(), startTime: z.iso.datetime({ offset: true }) }).parse(run.params);
+    // `quietNotices`: recorded by triggers that send them; a run recorded before keeps its old stream.
+    const p = EvRunRequestSchema.extend({ seed: z.number().int(), startTime: z.iso.datetime({ offset: true }), quietNotices: z.boolean().default(false) }).parse(run.params);
     return {
-      opts: { runId: run.id, sessions: p.sessions, seed: p.seed, sampleIntervalS: p.sampleIntervalS, faultRate: p.faultRate, startTime: new Date(p.startTime), catalog: deps.catalog },
+      opts: {
+        runId: run.id, sessions: p.sessions, seed: p.seed, sampleIntervalS: p.sampleIntervalS, faultRate: p.faultRate, startTime: new Date(p.startTime),
+        catalog: deps.catalog, announceQuiet: p.quietNotices,
+      },
       speed: p.speed,
     };
   }
@@ -88,20 +91,20 @@ export function createEvRuns(deps: {
     deps.runner.start(
       run,
       async (out) => {
-        const { simulateRun } = await loadSimulator();
+        const { simItemMessage, simItemTime, simulateRun } = await loadSimulator();
         let wallStart = 0;
         let simStart: number | null = null;
         let item = -1;
         for (const next of simulateRun(opts, plans)) {
           if (++item < skip) continue; // published before the trigger that ran it died
-          const simMs = Date.parse(next.kind === 'reading' ? next.reading.timestamp : next.clock.timestamp);
+          const simMs = simItemTime(next);
           if (simStart === null) (simStart = simMs), (wallStart = now());
           // Pacing: simulated time runs `speed` times faster than real time.
           const ahead = (simMs - simStart) / speed - (now() - wallStart);
           if (ahead > 5) await sleep(ahead);
           const position = { item, offset: 0 };
           // A reading carries the time it was sent (ev-store keeps it to measure end-to-end lag).
-          const m: EvMessage = next.kind === 'reading' ? readingMessage(next.reading) : clockMessage(next.clock);
+          const m = simItemMessage(next);
           await out.publish(m.exchange, m.routingKey, m.content, m.options, position);
         }
       },
@@ -122,7 +125,7 @@ export function createEvRuns(deps: {
       );
       if (count.messages > maxRunMessages) throw new RunRefusedError(tooManyMessages(request, count, maxRunMessages));
       // Everything needed to replay the same stream is kept with the run.
-      const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params: { ...request, seed, startTime } });
+      const run = await deps.runs.create({ kind: 'ev', source: 'simulator', params: { ...request, seed, startTime, quietNotices: true } });
       const { opts, speed } = optionsOf(run);
       const plans = await planRunSliced(opts, slices);
       const truth = plans.filter((p) => p.fault !== null).map((p) => [run.id, p.sessionId, p.fault]);

@@ -18,7 +18,7 @@
 //   energyWh       += power * dt (grid side register)
 import { createHash } from 'node:crypto';
 import { Faker, base, en } from '@faker-js/faker';
-import { FAULT_TYPES, type ChargingState, type EvClock, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../../shared/contracts/ev.ts';
+import { FAULT_TYPES, clockMessage, quietMessage, readingMessage, type ChargingState, type EvClock, type EvMessage, type EvQuiet, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../../shared/contracts/ev.ts';
 import type { Catalog, CatalogCharger, CatalogVehicle } from './ev-catalog.ts';
 
 export interface SimOptions {
@@ -29,6 +29,12 @@ export interface SimOptions {
   faultRate: number;
   startTime: Date;
   catalog: Catalog;
+  /**
+   * Send a quiet notice for each session after its last reading, and say so on every clock
+   * (EvClock.announcesQuiet). Default true; false replays the stream of a run recorded before
+   * notices existed, message for message (its resume position counts messages).
+   */
+  announceQuiet?: boolean;
 }
 
 /** Error codes a `charge.fault` session reports on its single `Faulted` reading. */
@@ -100,7 +106,18 @@ export interface SessionPlan {
   physicsSeed: number;
 }
 
-export type SimItem = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock };
+export type SimItem = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock } | { kind: 'quiet'; quiet: EvQuiet };
+
+/** The item as published; a reading carries the time it was sent (`sentAt`). */
+export function simItemMessage(item: SimItem, sentAt?: number): EvMessage {
+  if (item.kind === 'reading') return readingMessage(item.reading, sentAt);
+  return item.kind === 'clock' ? clockMessage(item.clock) : quietMessage(item.quiet);
+}
+
+/** Event time of the item (epoch ms). */
+export function simItemTime(item: SimItem): number {
+  return Date.parse(item.kind === 'reading' ? item.reading.timestamp : item.kind === 'clock' ? item.clock.timestamp : item.quiet.timestamp);
+}
 
 /** Small fast seeded PRNG, uniform in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -566,10 +583,12 @@ export function sessionReadingCount(plan: SessionPlan, sampleIntervalS: number):
 }
 
 export interface RunCount {
-  /** Messages the run publishes: readings plus clock ticks (an estimate when `exact` is false). */
+  /** Messages the run publishes: readings, clock ticks and quiet notices (an estimate when `exact` is false). */
   messages: number;
   readings: number;
   clocks: number;
+  /** One per session, when the run announces quiet sessions. */
+  quiet: number;
   /** Sessions whose readings were counted (all of them when `exact`). */
   sessionsCounted: number;
   /** False when counting stopped early because the run passed `limit`: the figures are extrapolated. */
@@ -596,6 +615,7 @@ export async function countRunMessages(opts: SimOptions, options: { limit?: numb
   let steps = 0;
   // simulateRun: a clock every dtMs from the first reading up to the last one, plus a final clock.
   const clocksOf = (first: number, last: number) => (Number.isFinite(first) ? Math.floor((last - first) / dtMs) + 2 : 1);
+  const quietOf = (sessions: number) => (opts.announceQuiet === false ? 0 : sessions);
   for (const plan of planSessions(opts, false)) {
     const n = sessionReadingCount(plan, opts.sampleIntervalS); // >= 1: a session always starts with Preparing
     readings += n;
@@ -603,12 +623,13 @@ export async function countRunMessages(opts: SimOptions, options: { limit?: numb
     firstMs = Math.min(firstMs, plan.startMs);
     lastMs = Math.max(lastMs, plan.startMs + (n - 1) * dtMs);
     longestMs = Math.max(longestMs, (n - 1) * dtMs);
-    if (readings + clocksOf(firstMs, lastMs) > limit && counted < opts.sessions) {
+    if (readings + clocksOf(firstMs, lastMs) + quietOf(counted) > limit && counted < opts.sessions) {
       // Past the limit: estimate the rest. Sessions start within max(600, 2 x sessions) seconds.
       const estReadings = Math.round((readings / counted) * opts.sessions);
       const windowMs = (Math.max(600, opts.sessions * 2) - 1) * 1000;
       const estClocks = Math.max(clocksOf(firstMs, lastMs), Math.floor((windowMs + longestMs) / dtMs) + 2);
-      return { messages: estReadings + estClocks, readings: estReadings, clocks: estClocks, sessionsCounted: counted, exact: false };
+      const quiet = quietOf(opts.sessions);
+      return { messages: estReadings + estClocks + quiet, readings: estReadings, clocks: estClocks, quiet, sessionsCounted: counted, exact: false };
     }
     steps += n + 20; // + the planning of the session
     if (steps >= stepsPerSlice && counted < opts.sessions) {
@@ -617,7 +638,8 @@ export async function countRunMessages(opts: SimOptions, options: { limit?: numb
     }
   }
   const clocks = clocksOf(firstMs, lastMs);
-  return { messages: readings + clocks, readings, clocks, sessionsCounted: counted, exact: true };
+  const quiet = quietOf(counted);
+  return { messages: readings + clocks + quiet, readings, clocks, quiet, sessionsCounted: counted, exact: true };
 }
 
 const before = (a: SessionSim, b: SessionSim) => a.pendingMs < b.pendingMs || (a.pendingMs === b.pendingMs && a.order < b.order);
@@ -655,6 +677,9 @@ function siftDown(heap: SessionSim[], i: number): void {
  * All readings of a run merged in event-time order (ties: plan order), with a
  * clock every sampleIntervalS from the first reading (a clock at T follows
  * every reading at <= T) and a final clock at last reading + 4 intervals.
+ * With `announceQuiet` (the default), each session's quiet notice comes when
+ * its next reading would have been due (last reading + 1 interval), before the
+ * clock of that time; the rest come before the final clock.
  * Pass `plans` from `planRun(opts)` to avoid planning twice.
  */
 export function* simulateRun(opts: SimOptions, plans?: SessionPlan[]): Generator<SimItem> {
@@ -667,7 +692,17 @@ export function* simulateRun(opts: SimOptions, plans?: SessionPlan[]): Generator
   let next = 0;
   let clockMs = NaN;
   let lastMs = NaN;
-  const clock = (ms: number, final: boolean): SimItem => ({ kind: 'clock', clock: { runId, timestamp: new Date(ms).toISOString(), final } });
+  const announce = opts.announceQuiet !== false;
+  const clock = (ms: number, final: boolean): SimItem => ({
+    kind: 'clock',
+    clock: announce ? { runId, timestamp: new Date(ms).toISOString(), final, announcesQuiet: true } : { runId, timestamp: new Date(ms).toISOString(), final },
+  });
+  // Sessions whose last reading went out, in the order they ended (so by due time).
+  const quiet: EvQuiet[] = [];
+  let quietNext = 0;
+  const dueQuiet = function* (uptoMs: number): Generator<SimItem> {
+    while (quietNext < quiet.length && Date.parse(quiet[quietNext]!.timestamp) <= uptoMs) yield { kind: 'quiet', quiet: quiet[quietNext++]! };
+  };
 
   for (;;) {
     // Start the sessions whose first reading comes before the heap's next one.
@@ -689,12 +724,14 @@ export function* simulateRun(opts: SimOptions, plans?: SessionPlan[]): Generator
     const t = top.pendingMs;
     if (Number.isNaN(clockMs)) clockMs = t;
     while (clockMs < t) {
+      yield* dueQuiet(clockMs);
       yield clock(clockMs, false);
       clockMs += dtMs;
     }
     yield { kind: 'reading', reading };
     lastMs = t;
     top.advance();
+    if (!top.pending && announce) quiet.push({ runId, sessionId: reading.sessionId, lastSeq: reading.seq, timestamp: new Date(t + dtMs).toISOString() });
     if (top.pending) {
       siftDown(heap, 0);
     } else {
@@ -711,9 +748,11 @@ export function* simulateRun(opts: SimOptions, plans?: SessionPlan[]): Generator
     return;
   }
   while (clockMs <= lastMs) {
+    yield* dueQuiet(clockMs);
     yield clock(clockMs, false);
     clockMs += dtMs;
   }
+  yield* dueQuiet(Infinity);
   yield clock(lastMs + 4 * dtMs, true);
 }
 

@@ -4,11 +4,11 @@ import { z } from 'zod';
 import type { Contract } from '../amqp/consumer.ts';
 import type { PublishOptions } from '../amqp/publisher.ts';
 import { encodeJson, jsonContract } from './json.ts';
-import { CLOCK_ROUTING_KEY, EV_EXCHANGE, EV_PARTITION_HEADER, MESSAGE_TYPES, eventRoutingKey as eventKeyOf, jsonMessageOptions, readingRoutingKey } from './names.ts';
+import { CLOCK_ROUTING_KEY, EV_EXCHANGE, EV_PARTITION_HEADER, MESSAGE_TYPES, QUIET_ROUTING_KEY, eventRoutingKey as eventKeyOf, jsonMessageOptions, readingRoutingKey } from './names.ts';
 
 export {
   CLOCK_ROUTING_KEY, EVENTS_BINDING, EVENT_ROUTING_PREFIX, EV_EXCHANGE, EV_PARTITION_EXCHANGE, EV_PARTITION_HEADER,
-  READINGS_BINDING, READING_ROUTING_PREFIX, readingRoutingKey,
+  QUIET_ROUTING_KEY, READINGS_BINDING, READING_ROUTING_PREFIX, readingRoutingKey,
 } from './names.ts';
 
 /** OCPP 1.6 ChargePointErrorCode. */
@@ -97,8 +97,30 @@ export const EvClockSchema = z.object({
   runId: z.string().min(1),
   timestamp: z.iso.datetime({ offset: true }),
   final: z.boolean(),
+  /**
+   * The run's source sends a quiet notice (EvQuiet) for every session once it has sent that
+   * session's last reading. The analytics then judge a session offline only once its notice and
+   * the reading it names have arrived, so a late reading (a retry, a redelivery) never looks like
+   * silence. Absent (a source without notices): silence on the clock alone is enough.
+   */
+  announcesQuiet: z.boolean().optional(),
 });
 export type EvClock = z.infer<typeof EvClockSchema>;
+
+/**
+ * The source's notice that a session went quiet: it has sent the readings 0..lastSeq of the
+ * session and no more (the session finished, faulted or its charger went silent). Published
+ * when the next reading would have been due (`timestamp`, event time) and partitioned like the
+ * session's readings. The notice states a fact about the source, not a verdict: whether the
+ * charger is offline is still judged on the run's clock.
+ */
+export const EvQuietSchema = z.object({
+  runId: z.string().min(1),
+  sessionId: z.string().min(1),
+  lastSeq: z.number().int().nonnegative(),
+  timestamp: z.iso.datetime({ offset: true }),
+});
+export type EvQuiet = z.infer<typeof EvQuietSchema>;
 
 export const EV_EVENT_TYPES = [
   'charge.started', 'charge.completed', 'charge.fault', 'charge.stalled', 'charge.soc_drop',
@@ -155,6 +177,7 @@ export const eventRoutingKey = (type: EvEventType) => eventKeyOf(type);
 
 export const evReadingContract: Contract<EvReading> = jsonContract(MESSAGE_TYPES.evReading, EvReadingSchema);
 export const evClockContract: Contract<EvClock> = jsonContract(MESSAGE_TYPES.evClock, EvClockSchema);
+export const evQuietContract: Contract<EvQuiet> = jsonContract(MESSAGE_TYPES.evQuiet, EvQuietSchema);
 export const evEventContract: Contract<EvEvent> = jsonContract(MESSAGE_TYPES.evEvent, EvEventSchema);
 
 /** An EV message as published: exchange, routing key, body and options. */
@@ -184,6 +207,16 @@ export function readingMessage(r: EvReading, sentAt = Date.now()): EvMessage {
 /** A tick of a run's simulated clock (the trigger's simulator). */
 export function clockMessage(c: EvClock): EvMessage {
   return { exchange: EV_EXCHANGE, routingKey: CLOCK_ROUTING_KEY, content: encodeJson(c), options: jsonMessageOptions(MESSAGE_TYPES.evClock, `${c.runId}:clock:${c.timestamp}`) };
+}
+
+/** A session's quiet notice (the trigger's simulator), routed to the partition of the session's readings. */
+export function quietMessage(q: EvQuiet): EvMessage {
+  return {
+    exchange: EV_EXCHANGE,
+    routingKey: QUIET_ROUTING_KEY,
+    content: encodeJson(q),
+    options: { ...jsonMessageOptions(MESSAGE_TYPES.evQuiet, `${q.runId}:quiet:${q.sessionId}`), headers: { [EV_PARTITION_HEADER]: q.sessionId } },
+  };
 }
 
 /** An event (ev-analytics); its id is deterministic, so a republished event carries the same one. */

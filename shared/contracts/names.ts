@@ -42,6 +42,8 @@ export const eventRoutingKey = (type: `charge.${string}`) => `${EVENT_ROUTING_PR
 export const EVENTS_BINDING = `${EVENT_ROUTING_PREFIX}.#`;
 /** The simulated clock of a run, broadcast to every partition. */
 export const CLOCK_ROUTING_KEY = `${EV_EXCHANGE}.clock`;
+/** A session's quiet notice (the source sent its last reading), partitioned like its readings. */
+export const QUIET_ROUTING_KEY = `${EV_EXCHANGE}.quiet`;
 
 // --- message type strings (the AMQP `type` property; also the contracts' names) -----------
 
@@ -52,6 +54,7 @@ export const MESSAGE_TYPES = {
   alert: 'log.alert',
   evReading: 'ev.reading',
   evClock: 'ev.clock',
+  evQuiet: 'ev.quiet',
   evEvent: 'ev.event',
 } as const;
 export type MessageType = (typeof MESSAGE_TYPES)[keyof typeof MESSAGE_TYPES];

@@ -13,7 +13,7 @@ import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import { FAULT_TYPES, type EvEvent } from '../../shared/contracts/ev.ts';
 import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
 import { createDetector } from '../../functions/ev-analytics/detector.ts';
-import { planRun, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { planRun, simItemMessage, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
 import { PartitionLostError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
 import { createAnalyticsStore } from '../../functions/ev-analytics/store.ts';
@@ -36,12 +36,14 @@ const FAULTS = new Set<string>(FAULT_TYPES);
 const catalog = loadCatalog();
 
 function simulate(sessions: number) {
-  const opts: SimOptions = { runId: randomUUID(), sessions, seed: 5, sampleIntervalS: 30, faultRate: 1, startTime: new Date('2026-01-01T00:00:00Z'), catalog };
+  // A source without quiet notices: there a stale state alone makes a session look silent, so
+  // the unfenced schedule below shows its harm as a false charge.offline.
+  const opts: SimOptions = { runId: randomUUID(), sessions, seed: 5, sampleIntervalS: 30, faultRate: 1, startTime: new Date('2026-01-01T00:00:00Z'), catalog, announceQuiet: false };
   const plans = planRun(opts);
   const items: BatchItem<AnalyticsMessage>[] = [...simulateRun(opts, plans)].map((m) => ({
     body: m,
-    messageId: m.kind === 'reading' ? m.reading.messageId : `clock:${m.clock.timestamp}:${m.clock.final}`,
-    routingKey: m.kind === 'reading' ? 'ev.reading.x' : 'ev.clock',
+    messageId: simItemMessage(m).options.messageId,
+    routingKey: simItemMessage(m).routingKey,
     redelivered: false,
     publishedAt: undefined,
     attempt: 1,

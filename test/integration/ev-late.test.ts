@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
 import type { Pool } from '../../shared/db/pool.ts';
-import { CLOCK_ROUTING_KEY, EV_EXCHANGE, FAULT_TYPES, readingProblems, readingRoutingKey, type EvEvent, type EvReading } from '../../shared/contracts/ev.ts';
+import { FAULT_TYPES, readingProblems, type EvEvent } from '../../shared/contracts/ev.ts';
 import { EV_PARTITIONS } from '../../infra/topology.ts';
 import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
-import { planRun, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { planRun, simItemMessage, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
 import { createDetector, isOpen, type RunClock, type SessionState } from '../../functions/ev-analytics/detector.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
 import { AMQP_URL, count, ensureBuilt, resetEnvironment, startFunction, stopAll, waitFor } from './harness.ts';
@@ -38,8 +38,12 @@ function inOrderEvents(messages: AnalyticsMessage[]): EvEvent[] {
   const events: EvEvent[] = [];
   for (const m of messages) {
     if (m.kind === 'reading') {
-      const out = detector.onReading(states.get(m.reading.sessionId), m.reading);
+      const out = detector.onReading(states.get(m.reading.sessionId), m.reading, clock);
       states.set(m.reading.sessionId, out.state);
+      events.push(...out.events);
+    } else if (m.kind === 'quiet') {
+      const out = detector.onQuiet(states.get(m.quiet.sessionId), m.quiet, clock);
+      if (out.changed) states.set(m.quiet.sessionId, out.state!);
       events.push(...out.events);
     } else {
       const out = detector.onClock(m.clock, [...states.values()].filter(isOpen), clock);
@@ -60,17 +64,23 @@ describe('out-of-order readings', () => {
     const lastSeq = new Map<string, number>();
     for (const r of readings) lastSeq.set(r.sessionId, r.seq);
 
-    // Every 61st message, when it is a reading that is not the last of its session, is held
-    // back and published 150 messages later (several sample intervals, dozens of its session's
-    // readings, as after a retry queue's delay). Every 89th reading is published twice.
+    // Every 61st message, when it is a reading, is held back and published 150 messages later
+    // (several sample intervals, dozens of its session's readings, as after a retry queue's
+    // delay). So is the last reading of every other session: its Finishing (or, for a charger
+    // that goes silent, its last word) then comes after clocks well past the offline threshold,
+    // and after the session's quiet notice. Every 89th reading is published twice.
     const order: AnalyticsMessage[] = [];
     const held: { at: number; m: AnalyticsMessage }[] = [];
+    const lastHeld = new Set(plans.filter((_, i) => i % 2 === 0).map((p) => p.sessionId));
     let late = 0;
+    let lastLate = 0;
     let twice = 0;
     messages.forEach((m, k) => {
-      if (m.kind === 'reading' && k % 61 === 0 && m.reading.seq !== lastSeq.get(m.reading.sessionId)) {
+      const isLast = m.kind === 'reading' && m.reading.seq === lastSeq.get(m.reading.sessionId);
+      if (m.kind === 'reading' && (k % 61 === 0 || (isLast && lastHeld.has(m.reading.sessionId)))) {
         held.push({ at: k + 150, m });
         late++;
+        if (isLast) lastLate++;
       } else {
         order.push(m);
         if (m.kind === 'reading' && k % 89 === 0) order.push(m), twice++;
@@ -82,21 +92,14 @@ describe('out-of-order readings', () => {
     const final = order.pop()!;
     assert.equal(final.kind, 'clock');
     order.push(...held.map((h) => h.m), final);
-    assert.ok(late >= 20 && twice >= 20, `${late} late, ${twice} twice`);
+    assert.ok(late >= 20 && twice >= 20 && lastLate >= 6, `${late} late (${lastLate} last readings), ${twice} twice`);
 
     const conn = await amqp.connect(AMQP_URL);
     try {
       const ch = await conn.createConfirmChannel();
       for (const m of order) {
-        if (m.kind === 'reading') {
-          const r: EvReading = m.reading;
-          ch.publish(EV_EXCHANGE, readingRoutingKey(r.vehicle.make), Buffer.from(JSON.stringify(r)), {
-            messageId: r.messageId, contentType: 'application/json', type: 'ev.reading', timestamp: Date.now(), headers: { sessionId: r.sessionId }, persistent: true,
-          });
-        } else {
-          const c = m.clock;
-          ch.publish(EV_EXCHANGE, CLOCK_ROUTING_KEY, Buffer.from(JSON.stringify(c)), { messageId: `${c.runId}:clock:${c.timestamp}`, contentType: 'application/json', type: 'ev.clock', persistent: true });
-        }
+        const { exchange, routingKey, content, options } = simItemMessage(m);
+        ch.publish(exchange, routingKey, content, { ...options, persistent: true });
       }
       await ch.waitForConfirms();
     } finally {
@@ -146,7 +149,15 @@ describe('out-of-order readings', () => {
     ];
     assert.deepEqual(events.map((e) => e.event_id), expected.map((e) => e.eventId).sort());
     const full = new Map(events.map((e) => [e.event_id, (typeof e.details === 'string' ? JSON.parse(e.details) : e.details) as EvEvent]));
-    for (const e of expected) assert.deepEqual(full.get(e.eventId), e, `event ${e.eventId} as in order`);
+    // An offline verdict waits for the session's last reading: when that came late, the verdict
+    // comes at a later clock, so when and how long silent differ; the rest is as in order.
+    const when = (e: EvEvent) => {
+      if (e.type !== 'charge.offline') return e;
+      const { silentForS, watermark, finalClock, ...details } = e.details;
+      assert.ok(Number(silentForS) >= Number(details['thresholdS']) && typeof watermark === 'string' && typeof finalClock === 'boolean', `${e.eventId}: ${JSON.stringify(e.details)}`);
+      return { ...e, ts: '', summary: e.summary.replace(/no reading for [^(]+\(/, 'no reading for … ('), details };
+    };
+    for (const e of expected) assert.deepEqual(when(full.get(e.eventId)!), when(e), `event ${e.eventId} as in order`);
     const faults = new Set<string>(FAULT_TYPES);
     assert.deepEqual(
       new Set(events.filter((e) => faults.has(e.type)).map((e) => `${e.session_id} ${e.type}`)),

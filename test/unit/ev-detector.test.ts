@@ -623,6 +623,99 @@ test('a state saved before readings could wait (v 1) is continued as it was', ()
   assert.throws(() => createDetector().onReading({ ...rest, v: 3 } as unknown as SessionState, rs[6]!), /version 3/);
 });
 
+// ---- runs whose source announces quiet sessions (EvClock.announcesQuiet, EvQuiet) -----------
+
+const aclock = (atMs: number, final = false): EvClock => ({ ...clock(atMs, final), announcesQuiet: true });
+const quietOf = (r: EvReading) => ({ runId: r.runId, sessionId: r.sessionId, lastSeq: r.seq, timestamp: iso(Date.parse(r.timestamp) + r.sampleIntervalS * 1000) });
+
+test('announced quiet: a finished session whose Finishing comes after clocks past the threshold is never offline', () => {
+  const det = createDetector();
+  const rs = simulate(); // ... Finishing, 10 s apart
+  const fin = rs.at(-1)!;
+  let s: SessionState | undefined;
+  let rc: RunClock | undefined;
+  const events: EvEvent[] = [];
+  for (const r of rs.slice(0, -1)) {
+    const out = det.onReading(s, r, rc);
+    (s = out.state), events.push(...out.events);
+    const c = det.onClock(aclock(Date.parse(r.timestamp)), [s].filter(isOpen), rc);
+    rc = c.clock;
+  }
+  // The Finishing is late: the clock runs 10 intervals past it, the notice naming it arrives.
+  for (let k = 1; k <= 10; k++) {
+    const c = det.onClock(aclock(Date.parse(fin.timestamp) + k * 10_000), [s!].filter(isOpen), rc);
+    assert.deepEqual(c.events, [], `clock +${k} intervals: the session's last reading is not in yet`);
+    rc = c.clock;
+  }
+  const q = det.onQuiet(s, quietOf(fin), rc);
+  assert.deepEqual([q.events, q.changed, q.unknown, q.state!.quietSeq], [[], true, false, fin.seq]);
+  s = q.state;
+  assert.deepEqual(det.onClock(aclock(Date.parse(fin.timestamp) + 200_000), [s!], rc).events, []);
+  const out = det.onReading(s, fin, rc);
+  events.push(...out.events);
+  assert.deepEqual(events.map((e) => e.type), ['charge.started', 'charge.completed']);
+  assert.equal(isOpen(out.state), false);
+  // The same late Finishing without notices: the clock alone calls it silent (the old rule).
+  const old = new Harness();
+  for (const r of rs.slice(0, -1)) old.read(r), old.tick(clock(Date.parse(r.timestamp)));
+  assert.deepEqual(old.tick(clock(Date.parse(fin.timestamp) + 30_000)).map((e) => e.type), ['charge.offline']);
+});
+
+test('announced quiet: a silent charger is offline once the clock passes the threshold after its notice and last reading, whichever comes last', () => {
+  const det = createDetector();
+  const rs = simulate({ maxCharging: 5, finish: false }); // seq 0..5, t = 0..50 s
+  const lastMs = T0 + 50_000;
+  const feed = (order: ('readings' | 'notice' | 'clocks')[]) => {
+    let s: SessionState | undefined;
+    let rc: RunClock | undefined;
+    const events: EvEvent[] = [];
+    for (const what of order) {
+      if (what === 'readings') for (const r of rs) { const o = det.onReading(s, r, rc); (s = o.state), events.push(...o.events); }
+      if (what === 'notice') { const o = det.onQuiet(s, quietOf(rs.at(-1)!), rc); if (o.changed) s = o.state; events.push(...o.events); }
+      if (what === 'clocks') for (let t = lastMs; t <= lastMs + 40_000; t += 10_000) { const o = det.onClock(aclock(t), s ? [s].filter(isOpen) : [], rc); rc = o.clock; for (const x of o.states) s = x; events.push(...o.events); }
+    }
+    return { events, s: s! };
+  };
+  for (const order of [['readings', 'notice', 'clocks'], ['readings', 'clocks', 'notice'], ['clocks', 'readings', 'notice']] as const) {
+    const { events, s } = feed(order as unknown as ('readings' | 'notice' | 'clocks')[]);
+    assert.deepEqual(events.map((e) => e.type), ['charge.started', 'charge.offline'], order.join(', '));
+    assert.equal(events[1]!.details['lastSeq'], 5);
+    assert.equal(s.offline, true);
+  }
+  // a notice before any reading of its session: unknown (retried), nothing changes
+  const early = det.onQuiet(undefined, quietOf(rs.at(-1)!));
+  assert.deepEqual([early.unknown, early.changed, early.events], [true, false, []]);
+  // the reading the notice names is late: no verdict until it arrives, then one at once
+  let s: SessionState | undefined;
+  for (const r of rs.slice(0, -1)) s = det.onReading(s, r).state;
+  s = det.onQuiet(s, quietOf(rs.at(-1)!)).state;
+  let rc: RunClock | undefined;
+  for (let t = lastMs; t <= lastMs + 60_000; t += 10_000) {
+    const o = det.onClock(aclock(t), [s!], rc);
+    assert.deepEqual(o.events, []);
+    rc = o.clock;
+  }
+  const late = det.onReading(s, rs.at(-1)!, rc);
+  assert.deepEqual(late.events.map((e) => e.type), ['charge.offline']);
+  assert.equal(late.events[0]!.details['silentForS'], 60);
+});
+
+test('announced quiet: a reading after the notice (the source spoke again) withdraws it; stale and repeated notices change nothing', () => {
+  const det = createDetector();
+  const rs = simulate({ maxCharging: 8, finish: false });
+  let s: SessionState | undefined;
+  for (const r of rs.slice(0, 5)) s = det.onReading(s, r).state;
+  const q4 = quietOf(rs[4]!);
+  s = det.onQuiet(s, q4).state!;
+  assert.equal(s.quietSeq, 4);
+  assert.equal(det.onQuiet(s, q4).changed, false, 'a redelivered notice');
+  s = det.onReading(s, rs[5]!).state;
+  assert.equal(s.quietSeq, undefined);
+  assert.equal(det.onQuiet(s, q4).changed, false, 'a notice older than what the source sent since');
+  const rc = det.onClock(aclock(T0 + 500_000), [], undefined).clock;
+  assert.deepEqual(det.onClock(aclock(T0 + 500_000), [s], rc).events, [], 'no notice: no verdict');
+});
+
 test('session state is small plain JSON', () => {
   const h = new Harness().play(simulate());
   const st = h.states.get('S1')!;

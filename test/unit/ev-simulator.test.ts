@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { EvClockSchema, EvReadingSchema, FAULT_TYPES, readingProblems, type EvClock, type EvReading, type FaultType } from '../../shared/contracts/ev.ts';
+import { EvClockSchema, EvQuietSchema, EvReadingSchema, FAULT_TYPES, readingProblems, type EvClock, type EvReading, type FaultType } from '../../shared/contracts/ev.ts';
 import { loadCatalog, parseCatalog, type CatalogCharger, type CatalogVehicle } from '../../functions/trigger/ev-catalog.ts';
 import {
   FAULT_ERROR_CODES, INVALID_POWER_W, INVALID_SOC_PERCENT, STALL_MAX_POWER_W, STALL_MIN_DURATION_S,
@@ -228,7 +228,8 @@ describe('planning and determinism', () => {
     const items = collect(options({ sessions: 300, faultRate: 0.3, sampleIntervalS: 120 }));
     for (const it of items) {
       if (it.kind === 'reading') EvReadingSchema.parse(it.reading);
-      else EvClockSchema.parse(it.clock);
+      else if (it.kind === 'clock') EvClockSchema.parse(it.clock);
+      else EvQuietSchema.parse(it.quiet);
     }
   });
 });
@@ -453,6 +454,7 @@ describe('merged stream', () => {
     let maxClock = -Infinity;
     let maxReading = -Infinity;
     for (const it of items) {
+      if (it.kind === 'quiet') continue;
       if (it.kind === 'clock') {
         const t = ms(it.clock.timestamp);
         assert.ok(t >= maxReading, 'clock before a reading it covers');
@@ -469,6 +471,41 @@ describe('merged stream', () => {
     for (const plan of plans.slice(0, 20)) {
       assert.deepEqual(merged.get(plan.sessionId), [...sessionReadings(plan, opts)]);
     }
+  });
+
+  test('a quiet notice per session when its next reading would have been due, before that clock; clocks say they come', () => {
+    const dtS = 30;
+    const opts = options({ sessions: 120, faultRate: 0.5, sampleIntervalS: dtS });
+    const items = collect(opts);
+    const last = new Map<string, EvReading>();
+    const quiet = new Map<string, number>();
+    let position = 0;
+    const at = new Map<string, number>();
+    for (const it of items) {
+      position++;
+      if (it.kind === 'reading') {
+        assert.ok(!quiet.has(it.reading.sessionId), `a reading of ${it.reading.sessionId} after its notice`);
+        last.set(it.reading.sessionId, it.reading);
+      } else if (it.kind === 'quiet') {
+        assert.ok(!quiet.has(it.quiet.sessionId), 'one notice per session');
+        quiet.set(it.quiet.sessionId, position);
+        const r = last.get(it.quiet.sessionId)!;
+        assert.deepEqual([it.quiet.runId, it.quiet.lastSeq, ms(it.quiet.timestamp)], [r.runId, r.seq, ms(r.timestamp) + dtS * 1000]);
+        at.set(it.quiet.sessionId, ms(it.quiet.timestamp));
+      } else {
+        assert.equal(it.clock.announcesQuiet, true);
+        // every notice due by this clock came before it
+        for (const [id, r] of last) if (ms(r.timestamp) + dtS * 1000 <= ms(it.clock.timestamp)) assert.ok(quiet.has(id), `notice of ${id} before clock ${it.clock.timestamp}`);
+      }
+    }
+    assert.equal(quiet.size, 120);
+    // offline sessions (the charger goes silent) get their notice like every other
+    const offline = planRun(opts).filter((p) => p.fault === 'charge.offline');
+    assert.ok(offline.length > 0);
+    for (const p of offline) assert.ok(quiet.has(p.sessionId));
+    // without notices: the stream of a run recorded before them, message for message
+    const old = collect({ ...opts, announceQuiet: false });
+    assert.deepEqual(old, items.filter((i) => i.kind !== 'quiet').map((i) => (i.kind === 'clock' ? { kind: 'clock', clock: { runId: i.clock.runId, timestamp: i.clock.timestamp, final: i.clock.final } } : i)));
   });
 
   test('the stream is lazy', () => {

@@ -306,7 +306,7 @@ describe('EV runs: MAX_RUN_MESSAGES, and planning that leaves the event loop fre
     assert.equal(res.statusCode, 400);
     assert.match(
       res.json().message,
-      /^this run would publish about [\d,]{13} messages \(sessions 100000 x about [\d,]+ readings at sampleIntervalS 1, plus [\d,]+ clock ticks\); the limit is 5,000,000 \(MAX_RUN_MESSAGES\): ask for about [\d,]+ sessions or fewer, or a longer sampleIntervalS$/,
+      /^this run would publish about [\d,]{13} messages \(sessions 100000 x about [\d,]+ readings at sampleIntervalS 1, plus [\d,]+ clock ticks and 100,000 quiet notices\); the limit is 5,000,000 \(MAX_RUN_MESSAGES\): ask for about [\d,]+ sessions or fewer, or a longer sampleIntervalS$/,
     );
     assert.equal(h.statusCode, 200);
     assert.deepEqual(order, ['healthz', 'ev'], 'the health check was answered while the run was being counted');
@@ -320,6 +320,8 @@ describe('EV runs: MAX_RUN_MESSAGES, and planning that leaves the event loop fre
     const opts: SimOptions = { runId: 'x', sessions: 3, seed: 5, sampleIntervalS: 30, faultRate: 0.5, startTime: new Date(), catalog };
     const items = [...simulateRun(opts)];
     const readings = items.filter((i) => i.kind === 'reading').length;
+    const clocks = items.filter((i) => i.kind === 'clock').length;
+    assert.equal(items.length, readings + clocks + 3, 'one quiet notice per session');
     const payload = { kind: 'ev', sessions: 3, seed: 5, faultRate: 0.5 };
     const over = evSetup(items.length - 1);
     const res = await over.app.inject({ method: 'POST', url: '/v1/runs', payload, headers: json });
@@ -327,7 +329,7 @@ describe('EV runs: MAX_RUN_MESSAGES, and planning that leaves the event loop fre
     const n = (x: number) => x.toLocaleString('en-US');
     assert.equal(
       res.json().message,
-      `this run would publish ${n(items.length)} messages (sessions 3 x about ${n(Math.round(readings / 3))} readings at sampleIntervalS 30, plus ${n(items.length - readings)} clock ticks); ` +
+      `this run would publish ${n(items.length)} messages (sessions 3 x about ${n(Math.round(readings / 3))} readings at sampleIntervalS 30, plus ${n(clocks)} clock ticks and 3 quiet notices); ` +
         `the limit is ${n(items.length - 1)} (MAX_RUN_MESSAGES): ask for about 2 sessions or fewer, or a longer sampleIntervalS`,
     );
     assert.equal(over.runs.created.length, 0);
@@ -381,10 +383,15 @@ describe('EV runs: MAX_RUN_MESSAGES, and planning that leaves the event loop fre
         messages: items.length,
         readings: items.filter((i) => i.kind === 'reading').length,
         clocks: items.filter((i) => i.kind === 'clock').length,
+        quiet: items.filter((i) => i.kind === 'quiet').length,
         sessionsCounted: opts.sessions,
         exact: true,
       });
     }
+    // a run recorded before quiet notices counts none
+    const before: SimOptions = { runId: 'run-1', sessions: 12, seed: 7, sampleIntervalS: 30, faultRate: 0.5, startTime: new Date('2025-03-01T08:00:00Z'), catalog, announceQuiet: false };
+    const old = await countRunMessages(before);
+    assert.deepEqual([old.messages, old.quiet], [[...simulateRun(before)].length, 0]);
     const opts: SimOptions = { runId: 'run-1', sessions: 100_000, seed: 1, sampleIntervalS: 1, faultRate: 0, startTime: new Date(), catalog };
     let pauses = 0;
     const over = await countRunMessages(opts, { limit: 1_000_000, pause: async () => void pauses++ });

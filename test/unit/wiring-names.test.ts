@@ -10,7 +10,7 @@ import { ACCESS, PUBLISHED_KEYS } from '../../infra/access.ts';
 import { MESSAGE_TYPES } from '../../shared/contracts/names.ts';
 import { LOGS_EXCHANGE, logLineMessage, logRoutingKey, logLineContract } from '../../shared/contracts/logs.ts';
 import {
-  CLOCK_ROUTING_KEY, EV_EXCHANGE, EV_EVENT_TYPES, EvReadingSchema, clockMessage, eventMessage, eventRoutingKey, evClockContract, evEventContract,
+  CLOCK_ROUTING_KEY, EV_EXCHANGE, QUIET_ROUTING_KEY, evQuietContract, quietMessage, EV_EVENT_TYPES, EvReadingSchema, clockMessage, eventMessage, eventRoutingKey, evClockContract, evEventContract,
   evReadingContract, readingMessage, readingRoutingKey, type EvEvent,
 } from '../../shared/contracts/ev.ts';
 import { ALERT_RULES, alertContract, alertMessage, alertRoutingKey, type AlertEvent } from '../../shared/contracts/alerts.ts';
@@ -28,7 +28,7 @@ test('the topology on the wire: exchanges, queues and their bindings keep their 
     [
       ['logs', 'topic', null, null],
       ['ev', 'topic', null, null],
-      ['ev.analytics', 'x-consistent-hash', { 'hash-header': 'sessionId' }, [{ source: 'ev', pattern: 'ev.reading.#' }]],
+      ['ev.analytics', 'x-consistent-hash', { 'hash-header': 'sessionId' }, [{ source: 'ev', pattern: 'ev.reading.#' }, { source: 'ev', pattern: 'ev.quiet' }]],
     ],
   );
   const partition = [{ exchange: 'ev.analytics', pattern: '1' }, { exchange: 'ev', pattern: 'ev.clock' }];
@@ -82,13 +82,16 @@ test('message builders: the routing keys, type strings and headers consumers and
   assert.equal(eventRoutingKey('charge.invalid_reading'), 'ev.event.invalid_reading');
   assert.equal(CLOCK_ROUTING_KEY, 'ev.clock');
   assert.equal(alertRoutingKey('error_rate'), 'logs.alert.error_rate');
-  assert.deepEqual(MESSAGE_TYPES, { logLine: 'log.line', logBatch: 'log.batch', alert: 'log.alert', evReading: 'ev.reading', evClock: 'ev.clock', evEvent: 'ev.event' });
+  assert.equal(QUIET_ROUTING_KEY, 'ev.quiet');
+  assert.deepEqual(MESSAGE_TYPES, { logLine: 'log.line', logBatch: 'log.batch', alert: 'log.alert', evReading: 'ev.reading', evClock: 'ev.clock', evQuiet: 'ev.quiet', evEvent: 'ev.event' });
 
   const r = readingMessage(reading, 1234);
   assert.deepEqual([r.exchange, r.routingKey, JSON.parse(r.content.toString())], ['ev', 'ev.reading.mercedes-benz', reading]);
   assert.deepEqual(r.options, { messageId: 'run-1:s-1:0', contentType: 'application/json', type: 'ev.reading', timestamp: 1234, headers: { sessionId: 's-1' } });
   const c = clockMessage({ runId: 'run-1', timestamp: reading.timestamp, final: false });
   assert.deepEqual([c.exchange, c.routingKey, c.options], ['ev', 'ev.clock', { messageId: `run-1:clock:${reading.timestamp}`, contentType: 'application/json', type: 'ev.clock' }]);
+  const q = quietMessage({ runId: 'run-1', sessionId: 's-1', lastSeq: 41, timestamp: reading.timestamp });
+  assert.deepEqual([q.exchange, q.routingKey, q.options], ['ev', 'ev.quiet', { messageId: 'run-1:quiet:s-1', contentType: 'application/json', type: 'ev.quiet', headers: { sessionId: 's-1' } }]);
   const e = eventMessage(event);
   assert.deepEqual([e.exchange, e.routingKey, e.options], ['ev', 'ev.event.soc_drop', { messageId: 'e-1', contentType: 'application/json', type: 'ev.event' }]);
   const a = alertMessage(alert);
@@ -98,8 +101,8 @@ test('message builders: the routing keys, type strings and headers consumers and
   assert.equal(EV_EXCHANGE, 'ev');
   // Contract names appear in dead-letter reasons.
   assert.deepEqual(
-    [logLineContract.name, alertContract.name, evReadingContract.name, evClockContract.name, evEventContract.name],
-    ['log-line', 'log.alert', 'ev.reading', 'ev.clock', 'ev.event'],
+    [logLineContract.name, alertContract.name, evReadingContract.name, evClockContract.name, evQuietContract.name, evEventContract.name],
+    ['log-line', 'log.alert', 'ev.reading', 'ev.clock', 'ev.quiet', 'ev.event'],
   );
 });
 
@@ -112,12 +115,14 @@ test('topic permissions admit what each publisher builds, and nothing of the oth
   for (const rule of ALERT_RULES) assert.ok(!admits(trigger.logs!, alertRoutingKey(rule)));
   assert.ok(admits(trigger.ev!, readingMessage(reading).routingKey));
   assert.ok(admits(trigger.ev!, CLOCK_ROUTING_KEY));
+  assert.ok(admits(trigger.ev!, quietMessage({ runId: 'r', sessionId: 's', lastSeq: 0, timestamp: reading.timestamp }).routingKey));
   for (const type of EV_EVENT_TYPES) {
     assert.ok(!admits(trigger.ev!, eventRoutingKey(type)), `the trigger may not publish ${type}`);
     assert.ok(admits(ACCESS['ev-analytics'].publishes.ev!, eventRoutingKey(type)), `ev-analytics publishes ${type}`);
   }
   assert.ok(!admits(ACCESS['ev-analytics'].publishes.ev!, readingRoutingKey('Kia')));
   assert.ok(!admits(ACCESS['ev-analytics'].publishes.ev!, CLOCK_ROUTING_KEY));
+  assert.ok(!admits(ACCESS['ev-analytics'].publishes.ev!, QUIET_ROUTING_KEY));
   for (const rule of ALERT_RULES) assert.ok(admits(ACCESS['log-alerts'].publishes.logs!, alertRoutingKey(rule)), rule);
   assert.ok(!admits(ACCESS['log-alerts'].publishes.logs!, logRoutingKey('web')));
   assert.ok(!admits(ACCESS['log-alerts'].publishes.logs!, alertRoutingKey('other' as AlertEvent['rule'])));
