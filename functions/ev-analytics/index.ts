@@ -4,6 +4,7 @@
 // live instances share the partitions out between them (rebalance.ts).
 import { randomUUID } from 'node:crypto';
 import type { Consumer } from '../../shared/amqp/consumer.ts';
+import { createPool } from '../../shared/db/pool.ts';
 import { boot, consume, runQueueFunction } from '../../shared/runtime.ts';
 import { eventMessage } from '../../shared/contracts/ev.ts';
 import { createDetector } from './detector.ts';
@@ -61,9 +62,13 @@ function holds(partition: number, subscription: number | undefined): boolean {
   return true;
 }
 
+// The per-batch save sends its statements as one query (store.ts): a pool of its own for that.
+const savePool = createPool(config.MYSQL_URL, 4, { multipleStatements: true });
+deps.onStop(() => savePool.end()); // after the consumers, which stop first (onStop runs in reverse)
+
 const handler = createHandler({
   detector,
-  store: createAnalyticsStore(deps.pool),
+  store: createAnalyticsStore(deps.pool, savePool),
   events,
   partitionOf: (queue) => queues.indexOf(queue),
   instanceId,

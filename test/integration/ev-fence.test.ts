@@ -21,13 +21,16 @@ import { ownUrls, resetEnvironment } from './harness.ts';
 
 let admin: Pool;
 let pool: Pool; // ev-analytics' own user: the grants of infra/access.ts are part of the test
+let savePool: Pool; // the same user, several statements per query, as ev-analytics saves
 
 before(async () => {
   admin = await resetEnvironment();
   pool = createPool(ownUrls('ev-analytics').MYSQL_URL, 4);
+  savePool = createPool(ownUrls('ev-analytics').MYSQL_URL, 4, { multipleStatements: true });
 });
 after(async () => {
   await pool?.end();
+  await savePool?.end();
   await admin?.end();
 });
 
@@ -67,7 +70,7 @@ async function epochOf(partition: number): Promise<number> {
 /** The schedule of the stale writer on `partition`. `fenced: false` saves at whatever epoch is current (the bug). */
 async function staleWriter(partition: number, fenced: boolean) {
   const { items, expected } = simulate(30);
-  const real = createAnalyticsStore(pool);
+  const real = createAnalyticsStore(pool, savePool);
   const store: AnalyticsStore = fenced ? real : { ...real, save: async (p, _epoch, states, clocks) => real.save(p, await epochOf(p), states, clocks) };
   const published: EvEvent[] = [];
   const sink: EventSink = { publish: async (events) => void published.push(...events) };
@@ -113,8 +116,8 @@ async function staleWriter(partition: number, fenced: boolean) {
 
 describe('ev-analytics state fencing (MariaDB)', () => {
   test('a claim bumps the partition epoch; a save at an older epoch writes nothing', async () => {
-    const a = createAnalyticsStore(pool);
-    const b = createAnalyticsStore(pool);
+    const a = createAnalyticsStore(pool, savePool);
+    const b = createAnalyticsStore(pool, savePool);
     const { items } = simulate(2);
     const detector = createDetector();
     const readings = items.flatMap((it) => (it.body.kind === 'reading' ? [it.body.reading] : []));
