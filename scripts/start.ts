@@ -20,6 +20,7 @@ import { ensureSesEmulator } from './ses-emulator.ts';
 import { COLOURS, createLogSink } from './start-logs.ts';
 import { functionUrls, localAdmin, localPasswords, monitorApiUrl, operatorAmqpUrl } from './local-env.ts';
 import type { FunctionName } from '../infra/access.ts';
+import { MALLOC_ENV, nodeFlags } from '../infra/node-options.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const functions = readdirSync(path.join(root, 'functions')).filter((f) => existsSync(path.join(root, 'functions', f, 'index.ts'))).sort();
@@ -95,7 +96,12 @@ function launch(fn: string, instance: number, colour: (typeof COLOURS)[number]):
     own.DLQ_AMQP_URL = operatorAmqpUrl('dlq', passwords.dlq, admin);
     own.RABBITMQ_MONITOR_URL = monitorApiUrl(passwords.monitor, admin);
   }
-  const child = spawn(process.execPath, ['--enable-source-maps', path.join(root, 'dist', fn, 'index.mjs')], { cwd: root, env: { ...env, NODE_COMPILE_CACHE: compileCache, ...own }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Node's flags and malloc settings as in the image (infra/node-options.ts).
+  const child = spawn(process.execPath, ['--enable-source-maps', ...nodeFlags(fn), path.join(root, 'dist', fn, 'index.mjs')], {
+    cwd: root,
+    env: { ...env, ...MALLOC_ENV, NODE_COMPILE_CACHE: compileCache, ...own },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.add(child);
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => logs.line(name, colour, line));
   child.on('exit', (code, signal) => {

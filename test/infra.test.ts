@@ -13,6 +13,7 @@ import path from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { EV_PARTITIONS, evAnalyticsQueue, topology } from '../infra/topology.ts';
 import { FUNCTIONS, OPERATORS, passwordVariable, userOf } from '../infra/access.ts';
+import { MALLOC_ENV, NODE_FLAGS_ALL, NODE_HEAP_FLAGS, nodeFlags } from '../infra/node-options.ts';
 import * as logLakeConfig from '../functions/log-lake/config.ts';
 import * as logCleanConfig from '../functions/log-clean/config.ts';
 import * as evStoreConfig from '../functions/ev-store/config.ts';
@@ -333,6 +334,24 @@ test('infra/Dockerfile: builder bundles one function; the final stage is a non-r
   for (const copy of [...ops(finalStage, 'COPY'), ...ops(finalStage, 'ADD')]) {
     assert.doesNotMatch(copy.args, /node_modules/, `final stage: ${copy.op} ${copy.args}`);
     assert.match(copy.args, /--from=\S+/, `final stage copies from a build stage only: ${copy.op} ${copy.args}`);
+  }
+});
+
+test('Node\'s memory settings: the image, compose and the image build loop of infra/k8s/README.md follow infra/node-options.ts', () => {
+  const env = ops(finalStage, 'ENV').map((i) => i.args).join(' ');
+  assert.ok(ops(finalStage, 'ARG').some((i) => /^NODE_HEAP_FLAGS(=|$)/.test(i.args)), 'the runtime stage takes ARG NODE_HEAP_FLAGS');
+  assert.ok(env.includes(`NODE_OPTIONS="${NODE_FLAGS_ALL.join(' ')} \${NODE_HEAP_FLAGS}"`), `ENV NODE_OPTIONS is ${NODE_FLAGS_ALL.join(' ')} and the function's heap flags: ${env}`);
+  for (const [k, v] of Object.entries(MALLOC_ENV)) assert.match(env, new RegExp(`\\b${k}=${v}\\b`), k);
+  // Set before the compile cache is filled, so that it is filled with the flags the function runs with.
+  const order = finalStage.instructions.map((i) => `${i.op} ${i.args}`);
+  assert.ok(order.findIndex((l) => l.includes('NODE_OPTIONS=')) < order.findIndex((l) => l.includes('SLUICE_COMPILE_ONLY=1')));
+  const loop = read('infra/k8s/README.md');
+  for (const fn of FUNCTIONS) {
+    const service = compose.services[fn]!;
+    const want = (NODE_HEAP_FLAGS[fn] ?? []).join(' ');
+    assert.equal(service.build?.args?.['NODE_HEAP_FLAGS'] ?? '', want, `compose ${fn}: build arg NODE_HEAP_FLAGS`);
+    assert.deepEqual(nodeFlags(fn), [...NODE_FLAGS_ALL, ...(NODE_HEAP_FLAGS[fn] ?? [])]);
+    if (want) assert.ok(loop.includes(want), `infra/k8s/README.md builds ${fn} with ${want}`);
   }
 });
 

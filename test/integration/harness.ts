@@ -13,6 +13,7 @@ import { createPool, type Pool } from '../../shared/db/pool.ts';
 import { topology, retryQueue, deadLetterQueue } from '../../infra/topology.ts';
 import { provision } from '../../infra/provision.ts';
 import { FUNCTIONS, type FunctionName } from '../../infra/access.ts';
+import { MALLOC_ENV, nodeFlags } from '../../infra/node-options.ts';
 import { createLogger } from '../../shared/log.ts';
 import { functionUrls, localPasswords, monitorApiUrl, operatorAmqpUrl } from '../../scripts/local-env.ts';
 
@@ -95,10 +96,12 @@ const running = new Set<FnProcess>();
 
 /** Start a function from its bundle and wait for its `ready` log line. */
 export async function startFunction(name: string, env: Record<string, string> = {}): Promise<FnProcess> {
-  const child = spawn(process.execPath, [path.join(root, 'dist', name, 'index.mjs')], {
+  // Node's flags and malloc settings as deployed (infra/node-options.ts).
+  const child = spawn(process.execPath, [...nodeFlags(name), path.join(root, 'dist', name, 'index.mjs')], {
     cwd: root,
     env: {
       PATH: process.env.PATH,
+      ...MALLOC_ENV,
       ...(FUNCTIONS.includes(name as FunctionName) ? ownUrls(name as FunctionName) : {}),
       ...(name === 'trigger' ? { DLQ_AMQP_URL, RABBITMQ_MONITOR_URL, ...FRAMING_ENV } : {}),
       SES_ENDPOINT,

@@ -1,0 +1,33 @@
+// How Node runs each function: its V8 heap flags and the C library's memory settings. One table
+// for every way a function starts: infra/Dockerfile (build arg NODE_HEAP_FLAGS, set per function
+// in docker-compose.yml and by whoever builds the images for Kubernetes), `npm start`
+// (scripts/start.ts), and the tests and benchmarks (test/integration/harness.ts), so that what
+// is measured is what is deployed. test/unit/node-options.test.ts checks the static files.
+//
+// Why (docs/benchmarks.md, "Memory of the log consumers"): on a machine with a lot of memory V8
+// sizes the young generation at 64 MB per semi-space (128 MB of new space) and lets the old one
+// fill with promoted garbage; the log consumers' live heap is about 30 MB. Semi-spaces of 8 MB
+// cost nothing measurable and take 20-30 % off their peak RSS. An old-space cap of 192 MB held
+// log-lake and log-clean under 250 MB at 10-15 % of their throughput, but log-clean ran out of
+// memory under it on an upload of 8 KiB lines (issue 7's hostile sizes): so no function has a
+// cap by default. NODE_HEAP_FLAGS below (and the image's build argument of that name) is where
+// one goes, for a function measured under it.
+import type { FunctionName } from './access.ts';
+
+/** Every function: a small young generation. */
+export const NODE_FLAGS_ALL = ['--max-semi-space-size=8'] as const;
+
+/** Per function, after NODE_FLAGS_ALL: none yet (see above). */
+export const NODE_HEAP_FLAGS: Readonly<Partial<Record<FunctionName, readonly string[]>>> = {};
+
+/**
+ * glibc's malloc: buffers from 64 KiB up are mapped on their own and unmapped when freed, and
+ * free memory above 128 KiB at the top of the heap goes back to the system, instead of the
+ * thresholds growing with the largest buffer freed. No effect on musl (the Alpine image).
+ */
+export const MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOLD_: '131072' } as const;
+
+/** The flags to start `fn` with, before the script. */
+export function nodeFlags(fn: string): string[] {
+  return [...NODE_FLAGS_ALL, ...(NODE_HEAP_FLAGS[fn as FunctionName] ?? [])];
+}
