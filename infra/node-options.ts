@@ -1,8 +1,8 @@
 // How Node runs each function: its V8 heap flags and the C library's memory settings. One table
-// for every way a function starts: infra/Dockerfile (build arg NODE_HEAP_FLAGS, set per function
-// in docker-compose.yml and by whoever builds the images for Kubernetes), `npm start`
-// (scripts/start.ts), and the tests and benchmarks (test/integration/harness.ts), so that what
-// is measured is what is deployed. test/unit/node-options.test.ts checks the static files.
+// for every way a function starts: infra/Dockerfile (NODE_OPTIONS, and the build argument
+// NODE_HEAP_FLAGS for a function's own flags), `npm start` (scripts/start.ts), and the tests and
+// benchmarks (test/integration/harness.ts), so that what is measured is what is deployed.
+// test/infra.test.ts checks the Dockerfile and docker-compose.yml against it.
 //
 // Why (docs/benchmarks.md, "Memory of the log consumers"): on a machine with a lot of memory V8
 // sizes the young generation at 64 MB per semi-space (128 MB of new space) and lets the old one

@@ -1,11 +1,11 @@
 // A partition queue carries three kinds of messages: readings, the quiet notices of their
 // sessions, and the run's clock.
 import type { Contract } from '../../shared/amqp/consumer.ts';
-import { READING_ROUTING_PREFIX, evClockContract, evQuietContract, evReadingContract, type EvClock, type EvQuiet, type EvReading } from '../../shared/contracts/ev.ts';
+import { READING_ROUTING_PREFIX, evClockContract, evQuietContract, evReadingContract, type EvStreamItem } from '../../shared/contracts/ev.ts';
 import { MESSAGE_TYPES } from '../../shared/contracts/names.ts';
 import { PoisonMessageError } from '../../shared/errors.ts';
 
-export type AnalyticsMessage = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock } | { kind: 'quiet'; quiet: EvQuiet };
+export type AnalyticsMessage = EvStreamItem;
 
 export const analyticsContract: Contract<AnalyticsMessage> = {
   name: 'ev-analytics',

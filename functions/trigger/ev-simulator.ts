@@ -18,7 +18,7 @@
 //   energyWh       += power * dt (grid side register)
 import { createHash } from 'node:crypto';
 import { Faker, base, en } from '@faker-js/faker';
-import { FAULT_TYPES, clockMessage, quietMessage, readingMessage, type ChargingState, type EvClock, type EvMessage, type EvQuiet, type EvReading, type FaultType, type OcppErrorCode, type StopReason } from '../../shared/contracts/ev.ts';
+import { FAULT_TYPES, clockMessage, quietMessage, readingMessage, type ChargingState, type EvMessage, type EvQuiet, type EvReading, type EvStreamItem, type FaultType, type OcppErrorCode, type StopReason } from '../../shared/contracts/ev.ts';
 import type { Catalog, CatalogCharger, CatalogVehicle } from './ev-catalog.ts';
 
 export interface SimOptions {
@@ -106,7 +106,7 @@ export interface SessionPlan {
   physicsSeed: number;
 }
 
-export type SimItem = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock } | { kind: 'quiet'; quiet: EvQuiet };
+export type SimItem = EvStreamItem;
 
 /** The item as published; a reading carries the time it was sent (`sentAt`). */
 export function simItemMessage(item: SimItem, sentAt?: number): EvMessage {

@@ -122,6 +122,9 @@ export const EvQuietSchema = z.object({
 });
 export type EvQuiet = z.infer<typeof EvQuietSchema>;
 
+/** One message of a run's EV stream, decoded: what the simulator yields, and what an analytics partition receives. */
+export type EvStreamItem = { kind: 'reading'; reading: EvReading } | { kind: 'clock'; clock: EvClock } | { kind: 'quiet'; quiet: EvQuiet };
+
 export const EV_EVENT_TYPES = [
   'charge.started', 'charge.completed', 'charge.fault', 'charge.stalled', 'charge.soc_drop',
   'charge.over_limit', 'charge.offline', 'charge.invalid_reading',

@@ -63,9 +63,7 @@ export interface Statement {
  * rolls the transaction back (the error is thrown); a broken connection is destroyed.
  */
 export async function inOneTrip(pool: Pool, statements: Statement[], accept: (results: { affectedRows: number }[]) => boolean): Promise<boolean> {
-  const conn = await pool.getConnection();
-  let broken = false;
-  try {
+  return onConnection(pool, async (conn) => {
     // The connection's own format: its time zone (UTC) and escaping, as its query() would use.
     const sql = ['START TRANSACTION', ...statements.map((st) => conn.format(st.sql, st.values))].join(';\n');
     const [results] = (await conn.query(sql)) as unknown as [{ affectedRows: number }[], unknown];
@@ -73,9 +71,23 @@ export async function inOneTrip(pool: Pool, statements: Statement[], accept: (re
     const ok = accept(results.slice(1));
     await conn.query(ok ? 'COMMIT' : 'ROLLBACK');
     return ok;
+  });
+}
+
+/**
+ * `run` on one connection of `pool`, which opens and ends its own transaction. When it throws,
+ * the transaction is rolled back (a deadlock has already rolled it back; a rollback outside a
+ * transaction does nothing); a connection that failed (a fatal error, or a rollback that failed)
+ * is destroyed, not handed to the next caller.
+ */
+async function onConnection<T>(pool: Pool, run: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  let broken = false;
+  try {
+    return await run(conn);
   } catch (err) {
     broken = (err as { fatal?: boolean }).fatal === true;
-    if (!broken) await conn.query('ROLLBACK').catch(() => (broken = true));
+    if (!broken) await conn.rollback().catch(() => (broken = true));
     throw err;
   } finally {
     if (broken) conn.destroy();
@@ -89,22 +101,12 @@ export async function inOneTrip(pool: Pool, statements: Statement[], accept: (re
  * destroyed, not handed to the next caller. Compose with retryOnDeadlock to run it again.
  */
 export async function inTransaction<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
-  const conn = await pool.getConnection();
-  let broken = false;
-  try {
+  return onConnection(pool, async (conn) => {
     await conn.beginTransaction();
     const result = await fn(conn);
     await conn.commit();
     return result;
-  } catch (err) {
-    broken = (err as { fatal?: boolean }).fatal === true;
-    // A deadlock has already rolled the transaction back; anything else is rolled back here.
-    if (!broken) await conn.rollback().catch(() => (broken = true));
-    throw err;
-  } finally {
-    if (broken) conn.destroy();
-    else conn.release();
-  }
+  });
 }
 
 /** The code of an error a store throws when another transaction changed what it read: run it again, like a deadlock. */

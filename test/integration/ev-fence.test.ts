@@ -13,7 +13,8 @@ import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import { FAULT_TYPES, type EvEvent } from '../../shared/contracts/ev.ts';
 import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
 import { createDetector } from '../../functions/ev-analytics/detector.ts';
-import { planRun, simItemMessage, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { planRun, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { asBatchItems } from '../ev-stream.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
 import { PartitionLostError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
 import { createAnalyticsStore } from '../../functions/ev-analytics/store.ts';
@@ -43,14 +44,7 @@ function simulate(sessions: number) {
   // the unfenced schedule below shows its harm as a false charge.offline.
   const opts: SimOptions = { runId: randomUUID(), sessions, seed: 5, sampleIntervalS: 30, faultRate: 1, startTime: new Date('2026-01-01T00:00:00Z'), catalog, announceQuiet: false };
   const plans = planRun(opts);
-  const items: BatchItem<AnalyticsMessage>[] = [...simulateRun(opts, plans)].map((m) => ({
-    body: m,
-    messageId: simItemMessage(m).options.messageId,
-    routingKey: simItemMessage(m).routingKey,
-    redelivered: false,
-    publishedAt: undefined,
-    attempt: 1,
-  }));
+  const items = asBatchItems(simulateRun(opts, plans));
   return { runId: opts.runId, items, expected: new Set(plans.map((p) => `${p.sessionId} ${p.fault}`)) };
 }
 

@@ -8,7 +8,8 @@ import type { BatchContext, BatchItem, BatchItemFailure } from '../../shared/amq
 import { EvEventSchema, FAULT_TYPES, type EvEvent, type FaultType } from '../../shared/contracts/ev.ts';
 import { loadCatalog } from '../../functions/trigger/ev-catalog.ts';
 import { createDetector, isOpen, type RunClock, type SessionState } from '../../functions/ev-analytics/detector.ts';
-import { planRun, simItemMessage, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { planRun, simulateRun, type SimOptions } from '../../functions/trigger/ev-simulator.ts';
+import { asBatchItems } from '../ev-stream.ts';
 import type { AnalyticsMessage } from '../../functions/ev-analytics/contract.ts';
 import { InvalidReadingError, PartitionLostError, createHandler, type AnalyticsStore, type EventSink } from '../../functions/ev-analytics/handler.ts';
 import { isUnavailable } from '../../shared/errors.ts';
@@ -17,15 +18,7 @@ const ctx: BatchContext = { log: pino({ level: 'silent' }), queue: 'ev.analytics
 const catalog = loadCatalog();
 const OPTS: SimOptions = { runId: 'run-a', sessions: 40, seed: 3, sampleIntervalS: 30, faultRate: 1, startTime: new Date('2026-01-01T00:00:00Z'), catalog };
 const PLANS = planRun(OPTS);
-const itemsOf = (opts: SimOptions): BatchItem<AnalyticsMessage>[] =>
-  [...simulateRun(opts, PLANS)].map((m) => ({
-    body: m,
-    messageId: simItemMessage(m).options.messageId,
-    routingKey: simItemMessage(m).routingKey,
-    redelivered: false,
-    publishedAt: undefined,
-    attempt: 1,
-  }));
+const itemsOf = (opts: SimOptions): BatchItem<AnalyticsMessage>[] => asBatchItems(simulateRun(opts, PLANS));
 const ITEMS = itemsOf(OPTS);
 /** The same run from a source without quiet notices: silence is judged on the clock alone. */
 const ITEMS_WITHOUT_NOTICES = itemsOf({ ...OPTS, announceQuiet: false });
