@@ -531,6 +531,10 @@ test('compose infrastructure: RabbitMQ with the consistent-hash plugin, MySQL 8.
   // The image's MYSQL_USER would own the whole database: no function needs such a user any more.
   for (const v of ['MYSQL_USER', 'MYSQL_PASSWORD']) assert.equal(mysql.environment?.[v], undefined, `mysql: no ${v} (an all-powerful application user)`);
   assert.match([mysql.healthcheck?.test ?? []].flat().join(' '), /mysqladmin ping .*-u root/);
+  // InnoDB's memory as scripts/services.sh gives the local MariaDB, in MySQL 8.4's own option names.
+  const mysqlArgs = [mysql.command ?? []].flat().join(' ');
+  assert.match(mysqlArgs, /--innodb-buffer-pool-size=2G\b/, 'mysql: a 2 GiB buffer pool');
+  assert.match(mysqlArgs, /--innodb-redo-log-capacity=1G\b/, 'mysql: a redo log of 1 GiB (innodb_log_file_size is deprecated in 8.4)');
   assert.match([ses.healthcheck?.test ?? []].flat().join(' '), /:8005\/health-check/);
   assert.equal(ses.build?.target, 'ses-emulator');
   assert.ok(stageNamed('ses-emulator'), 'infra/Dockerfile has the ses-emulator stage');

@@ -60,17 +60,30 @@ const dayNames = new Map<number, string>();
 /**
  * MD5 of the values a log repeats (client addresses, user agents, paths, referrers), each hashed
  * once: a lookup costs a fraction of a hash. Bounded: past MEMO_MAX values it starts afresh.
+ * A value longer than MEMO_VALUE_MAX_CHARS is hashed every time: long values are mostly distinct
+ * (query strings), and 100,000 of them would hold hundreds of megabytes.
  */
 const MEMO_MAX = 100_000;
+export const MEMO_VALUE_MAX_CHARS = 256;
 const memo = new Map<string, Buffer>();
 export function md5Memo(s: string): Buffer {
+  if (s.length > MEMO_VALUE_MAX_CHARS) return md5(s);
   let h = memo.get(s);
   if (h === undefined) {
     if (memo.size >= MEMO_MAX) memo.clear();
-    memo.set(s, (h = md5(s)));
+    memo.set(detached(s), (h = md5(s)));
   }
   return h;
 }
+/** memoSize() for the tests: how many values the memo holds. */
+export const memoSize = (): number => memo.size;
+
+/**
+ * A copy of `s` that shares no memory with the string it was cut from. V8 keeps a slice of 13
+ * characters or more as a view of its parent: a memo key sliced from a line would keep the whole
+ * line alive (100,000 lines of 8 KiB: 800 MB for a memo of short paths).
+ */
+const detached = (s: string): string => JSON.parse(JSON.stringify(s)) as string;
 
 /**
  * The visitor a request makes, as GoAccess counts unique visitors: same client IP, same user agent

@@ -52,6 +52,10 @@ test('a database outage mid-run loses, duplicates and dead-letters nothing', asy
     return raw === 10_000 && parsed === 10_000;
   }, 180_000, 500);
   assert.equal(await count(pool, 'SELECT COUNT(*) FROM web_requests WHERE run_id = ?', [id]), 9_999);
+  // scripts/services.sh started this server, with the InnoDB memory it gives one.
+  const [[innodb]] = (await pool.query('SELECT @@innodb_buffer_pool_size AS bufferPool, @@innodb_log_file_size AS redoLog')) as unknown as [[{ bufferPool: number; redoLog: number }]];
+  assert.ok(Number(innodb.bufferPool) >= Number(process.env.MYSQL_BUFFER_POOL_BYTES ?? 2 ** 31), `buffer pool ${innodb.bufferPool} bytes after services.sh started MariaDB`);
+  assert.ok(Number(innodb.redoLog) >= Number(process.env.MYSQL_REDO_LOG_BYTES ?? 2 ** 29), `redo log ${innodb.redoLog} bytes after services.sh started MariaDB`);
   assert.equal(await count(pool, 'SELECT COUNT(*) FROM log_rejects WHERE run_id = ?', [id]), 1);
 
   const conn = await amqp.connect(AMQP_URL);

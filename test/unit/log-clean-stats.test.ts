@@ -8,12 +8,14 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import type { BatchContext, BatchItem } from '../../shared/amqp/consumer.ts';
 import type { LogLine } from '../../shared/contracts/logs.ts';
 import { parseAccessLine } from '../../shared/weblog/parse.ts';
 import { createHandler, type CleanLogStore, type RequestRow } from '../../functions/log-clean/handler.ts';
-import { decodePercent, requestTarget, VALUE_MAX_BYTES, type CountedRequest } from '../../functions/log-clean/count.ts';
+import { decodePercent, md5Memo, MEMO_VALUE_MAX_CHARS, memoSize, requestTarget, VALUE_MAX_BYTES, type CountedRequest } from '../../functions/log-clean/count.ts';
 import { truncateBytes } from '../../functions/log-clean/truncate.ts';
 import {
   aggregate, creditNewPairs, creditVisitors, minuteKey, topKey, topVisitorKey, visitorKey,
@@ -184,6 +186,36 @@ function req(over: Partial<CountedRequest> & { lineNo: number }): CountedRequest
     values: [{ dimension: 'path', value: '/', hash: md5('/') }], alerting: true, ...over,
   };
 }
+
+describe('the hash memo: what it keeps', () => {
+  const md5hex = (s: string) => createHash('md5').update(s).digest('hex');
+
+  test('each value hashed right; a long value is hashed, not kept', () => {
+    const short = `/products/${Math.random()}`;
+    const long = `/search?q=${'x'.repeat(MEMO_VALUE_MAX_CHARS)}`;
+    const before = memoSize();
+    assert.equal(md5Memo(short).toString('hex'), md5hex(short));
+    assert.equal(md5Memo(short).toString('hex'), md5hex(short));
+    assert.equal(memoSize(), before + 1);
+    assert.equal(md5Memo(long).toString('hex'), md5hex(long));
+    assert.equal(memoSize(), before + 1);
+  });
+
+  test('a value cut from a long line does not keep the line alive', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heap = () => (gc(), gc(), process.memoryUsage().heapUsed);
+    const base = heap();
+    // 2,000 distinct lines of 64 KiB (128 MB), each giving the memo a 30-character value sliced from it.
+    for (let i = 0; i < 2_000; i++) {
+      const line = `${String(i).padStart(8, '0')} /path/${i}/${Math.random().toString(36).slice(2, 10)} ${'q'.repeat(64 * 1024)}`;
+      md5Memo(line.slice(9, line.indexOf(' ', 9)));
+    }
+    const kept = heap() - base;
+    // A memo holding the slices themselves holds the 128 MB of lines; its own copies take well under 4 MB.
+    assert.ok(kept < 16 * 1024 * 1024, `the memo keeps ${(kept / 1024 / 1024).toFixed(0)} MB after 2,000 values of 30 characters`);
+  });
+});
 
 describe('aggregate: a batch\'s rows, one per key', () => {
   test('minutes, visitors (earliest minute), values, pairs', () => {
