@@ -18,8 +18,10 @@ import path from 'node:path';
 
 process.env.TEST_MYSQL_URL ??= 'mysql://sluice:sluice@127.0.0.1:3306/sluice_test_bench';
 const h = await import('../test/integration/harness.ts');
+type FnProcess = Awaited<ReturnType<typeof h.startFunction>>;
 const { ensureSesEmulator } = await import('../scripts/ses-emulator.ts');
-const { EV_PARTITIONS } = await import('../infra/topology.ts');
+const { EV_PARTITIONS, QUEUES } = await import('../infra/topology.ts');
+const { LOGS_EXCHANGE } = await import('../shared/contracts/names.ts');
 
 const root = h.root;
 const run = (cmd: string, args: string[]) => {
@@ -106,7 +108,7 @@ async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Pr
   const pool = await h.resetEnvironment();
   try {
     const lake = await h.startFunction('log-lake', { ...o.consumerEnv });
-    const cleans = [];
+    const cleans: FnProcess[] = [];
     for (let i = 0; i < (o.cleanProcesses ?? 1); i++) cleans.push(await h.startFunction('log-clean', { ...o.consumerEnv, ...o.cleanEnv }));
     const trigger = await h.startFunction('trigger', { LOG_DIR: o.dir ?? logDir, ...o.triggerEnv });
     const procs: Record<string, number | undefined> = { trigger: trigger.child.pid, 'log-lake': lake.child.pid, ...Object.fromEntries(cleans.map((c, i) => [cleans.length > 1 ? `log-clean ${i + 1}` : 'log-clean', c.child.pid])), ...servicePids };
@@ -116,12 +118,18 @@ async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Pr
     if (res.status === 400 && o.framing === 'line') res = await h.api(trigger, 'POST', '/v1/runs', { kind: 'logs', file });
     if (res.status === 400 && o.framing) return null;
     if (res.status >= 300) throw new Error(`POST /v1/runs answered ${res.status}: ${JSON.stringify(res.body)}`);
+    // Counting a run's rows reads all of them (gigabytes for a big log): the database only counts
+    // once the run has published everything and every consumer has settled as many messages.
+    const id = res.body.id as string;
     await h.waitFor('the replay to be stored', async () => {
-      const s = (await h.api(trigger, 'GET', `/v1/runs/${res.body.id}`)).body.stored;
-      return s.raw_logs === lines && s.web_requests + s.log_rejects === lines;
-      // Each probe counts the run's rows in three tables: every second on big runs, so that the
-      // probing itself (a COUNT over up to millions of rows) weighs little on the database measured.
-    }, o.timeoutMs ?? 900_000, lines >= 100_000 ? 1_000 : 200);
+      const [[run]] = (await pool.query('SELECT state FROM runs WHERE id = ?', [id])) as unknown as [[{ state: string }]];
+      if (run.state !== 'done') return false;
+      const sent = await metric(trigger, 'sluice_published_total', (l) => l.includes(`exchange="${LOGS_EXCHANGE}"`));
+      if ((await settled([lake], QUEUES.logLake)) < sent || (await settled(cleans, QUEUES.logClean)) < sent) return false;
+      const raw = await h.count(pool, 'SELECT COUNT(*) FROM raw_logs WHERE run_id = ?', [id]);
+      const parsed = await h.count(pool, 'SELECT (SELECT COUNT(*) FROM web_requests WHERE run_id = ?) + (SELECT COUNT(*) FROM log_rejects WHERE run_id = ?)', [id, id]);
+      return raw === lines && parsed === lines;
+    }, o.timeoutMs ?? 900_000, 200);
     const rate = lines / ((performance.now() - t0) / 1000);
     o.cpu?.(Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSeconds(pid) - cpu0[k]!])));
     o.rss?.({ trigger: peakRss(trigger.child.pid), 'log-lake': peakRss(lake.child.pid), ...Object.fromEntries(cleans.map((c, i) => [cleans.length > 1 ? `log-clean ${i + 1}` : 'log-clean', peakRss(c.child.pid)])) });
@@ -130,6 +138,21 @@ async function logReplay(file: string, lines: number, o: ReplayOptions = {}): Pr
     await h.stopAll();
     await pool.end();
   }
+}
+
+/** The sum of a counter's series whose labels pass `match`, from a function's /metrics (the trigger's on its HTTP port, behind the token). */
+async function metric(fn: FnProcess, name: string, match: (labels: string) => boolean): Promise<number> {
+  const url = fn.ready.port !== undefined ? `http://127.0.0.1:${fn.ready.port}/metrics` : `http://127.0.0.1:${fn.ready.health}/metrics`;
+  const text = await (await fetch(url, { headers: { authorization: `Bearer ${h.TOKEN}` } })).text();
+  let n = 0;
+  for (const [, labels, value] of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\d+)$`, 'gm'))) if (match(labels!)) n += Number(value);
+  return n;
+}
+/** Messages the consumers settled from `queue` (acked or dead-lettered; not those sent to retry). */
+async function settled(fns: FnProcess[], queue: string): Promise<number> {
+  let n = 0;
+  for (const fn of fns) n += await metric(fn, 'sluice_messages_total', (l) => l.includes(`queue="${queue}"`) && !l.includes('outcome="retry"'));
+  return n;
 }
 
 const fmtRate = (x: number | null | undefined) => (x == null ? 'n/a' : Math.round(x).toLocaleString('en'));

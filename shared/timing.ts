@@ -1,6 +1,7 @@
 // Waiting, the one way: an exponential backoff with jitter (a pure function, so its bounds are
 // unit-tested), a sleep that a stop can cut short, and a periodic loop whose passes never
-// overlap and whose stop() returns only once the pass in flight has finished.
+// overlap and whose stop() returns only once the pass in flight has finished; and answers reused
+// for as long as they cost (reuseCostly), so that pollers cannot keep a dependency busy.
 import type { Logger } from './log.ts';
 import { errorMessage } from './errors.ts';
 
@@ -144,5 +145,50 @@ export function periodic(fn: (signal: AbortSignal) => unknown, opts: PeriodicOpt
     get failures() {
       return failures;
     },
+  };
+}
+
+export interface ReuseOptions {
+  /** An answer is reused for `factor` times as long as it took to get (at least `minMs`). */
+  factor: number;
+  minMs?: number;
+  /** Keys remembered at most (the oldest answer is forgotten first). */
+  maxKeys?: number;
+  now?: () => number;
+}
+export interface Reused<V> {
+  value: V;
+  /** When the answer was asked for (ms since the epoch, by `now`). */
+  at: number;
+}
+
+/**
+ * `get(key)`, with each answer reused for `factor` times as long as it took: however many callers
+ * poll, the work behind `get` takes at most 1 / (1 + factor) of the time. Callers that come while
+ * an answer is on its way share it. A failure is not remembered.
+ */
+export function reuseCostly<K, V>(get: (key: K) => Promise<V>, opts: ReuseOptions): (key: K) => Promise<Reused<V>> {
+  const now = opts.now ?? Date.now;
+  const maxKeys = opts.maxKeys ?? 1_000;
+  const known = new Map<K, { answer: Reused<V>; until: number }>();
+  const pending = new Map<K, Promise<Reused<V>>>();
+  return (key) => {
+    const hit = known.get(key);
+    if (hit && now() < hit.until) return Promise.resolve(hit.answer);
+    const on = pending.get(key);
+    if (on) return on;
+    const at = now();
+    const p = get(key)
+      .then((value) => {
+        const answer = { value, at };
+        const took = now() - at;
+        known.delete(key); // re-inserted last: the map's order is the answers' age
+        known.set(key, { answer, until: now() + Math.max(opts.minMs ?? 0, took * opts.factor) });
+        if (known.size > maxKeys) known.delete(known.keys().next().value!);
+        return answer;
+      })
+      .finally(() => pending.delete(key));
+    pending.set(key, p);
+    return p;
   };
 }

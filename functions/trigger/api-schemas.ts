@@ -79,6 +79,9 @@ export const RunSchema = z.object({
 
 export const RunWithStoredSchema = RunSchema.extend({
   stored: z.record(z.string(), z.number().int()).describe('Rows the consumers stored for the run, table by table'),
+  storedAt: z
+    .string()
+    .describe('When `stored` was counted. Counting reads every row of the run, so a count is reused for nine times as long as it took (a few ms for a small run, seconds for a log of gigabytes)'),
   fileBytes: z
     .number()
     .int()

@@ -13,7 +13,7 @@ import { publishFile, publishLines } from './log-runs.ts';
 import { followRun } from './follow.ts';
 import { FRAMINGS, framingFor, framingParams, type FramingSettings } from './framing.ts';
 import type { Progress, Runner } from './runner.ts';
-import type { Run, RunStore } from './runs.ts';
+import type { Run, RunStore, StoredCounts } from './runs.ts';
 import { statsRoutes, type StatsStore } from './stats.ts';
 import { dashboardAuthorizes, dashboardRoutes, type DashboardDeps } from './dashboard.ts';
 import { resolveLogFile, resolveLogGlob } from './paths.ts';
@@ -380,7 +380,7 @@ export function createApp(deps: AppDeps) {
       while (Date.now() < deadline && (await deps.runs.get(id))?.state === 'stopping') await new Promise((r) => setTimeout(r, 100));
     }
     const ended = (await deps.runs.get(id))!;
-    return reply.code(ended.state === 'stopping' ? 202 : 200).send({ ...ended, stored: await deps.runs.stored(ended) });
+    return reply.code(ended.state === 'stopping' ? 202 : 200).send({ ...ended, ...storedOf(await deps.runs.stored(ended)) });
   });
 
   app.get('/v1/runs/:id', {
@@ -395,7 +395,7 @@ export function createApp(deps: AppDeps) {
     if (!RunIdParamsSchema.shape.id.safeParse(id).success) return fail(reply, 400, `invalid run id '${id}': must be a UUID`);
     const run = await deps.runs.get(id);
     if (!run) return fail(reply, 404, `run ${id} not found`);
-    return { ...run, stored: await deps.runs.stored(run), ...(await fileBytesOf(deps.logDir, run)) };
+    return { ...run, ...storedOf(await deps.runs.stored(run)), ...(await fileBytesOf(deps.logDir, run)) };
   });
 
   if (deps.stats) void app.register(statsRoutes({ store: deps.stats }));
@@ -406,6 +406,9 @@ export function createApp(deps: AppDeps) {
 }
 
 /** `{ fileBytes }` for a replay of one file (not a follow, a glob or an upload), when the file is still there. */
+/** `stored` and `storedAt` of the API's run. */
+const storedOf = ({ counts, countedAt }: StoredCounts) => ({ stored: counts, storedAt: countedAt.toISOString() });
+
 async function fileBytesOf(logDir: string, run: Run): Promise<{ fileBytes?: number }> {
   if (run.kind !== 'logs' || !run.file || run.params?.follow === true || run.params?.glob === true) return {};
   return stat(path.resolve(logDir, run.file)).then((s) => (s.isFile() ? { fileBytes: s.size } : {}), () => ({}));

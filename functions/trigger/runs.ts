@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Pool } from '../../shared/db/pool.ts';
+import { reuseCostly } from '../../shared/timing.ts';
 
 export type RunKind = 'logs' | 'ev';
 /** `stopping`: POST /v1/runs/:id/stop reached a trigger that does not execute the run; its own trigger stops it (or, if that one is gone, whoever claims it). */
@@ -112,8 +113,12 @@ export interface RunStore {
   requestStop(id: string): Promise<boolean>;
   /** Ends a running (or stopping) run held under `lease`; false when nothing was written (ended already, or claimed by another owner). */
   finish(id: string, result: RunEnd, lease: Lease): Promise<boolean>;
-  /** Rows stored for a run by the consumers, table by table. */
-  stored(run: Run): Promise<Record<string, number>>;
+  /**
+   * Rows stored for a run by the consumers, table by table, and when they were counted. Counting
+   * reads every row of the run (a 2 GB log: gigabytes), so a count is reused for STORED_REUSE_FACTOR
+   * times as long as it took: watchers polling every second cannot keep the database counting.
+   */
+  stored(run: Run): Promise<StoredCounts>;
 }
 
 interface RunRow {
@@ -172,8 +177,26 @@ export function ownerId(): string {
  * owner, epoch)". They also set updated_at = UTC_TIMESTAMP(3), which always changes, so even
  * with changed-rows semantics a matching row would count 1; 0 means fenced out or ended.
  */
+export interface StoredCounts {
+  counts: Record<string, number>;
+  countedAt: Date;
+}
+
+/** A count of a run's rows is reused this many times as long as it took: the database counts at most a tenth of the time. */
+export const STORED_REUSE_FACTOR = 9;
+
 export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunStore & { readonly owner: string } {
   const owner = opts.owner ?? ownerId();
+  // Keyed `kind:id`: the tables to count are the kind's.
+  const countStored = reuseCostly(async (key: string) => {
+    const [kind, id] = key.split(':') as [RunKind, string];
+    const counts: Record<string, number> = {};
+    for (const table of STORED_TABLES[kind]) {
+      const [[row]] = (await pool.query(`SELECT COUNT(*) AS n FROM ${table} WHERE run_id = ?`, [id])) as [{ n: number }[], unknown];
+      counts[table] = Number(row?.n ?? 0);
+    }
+    return counts;
+  }, { factor: STORED_REUSE_FACTOR });
   const select = 'SELECT id, kind, state, source, file, params, `lines`, published, checkpoint_item, checkpoint_offset, follow_checkpoint, error, owner, epoch, created_at, updated_at, finished_at FROM runs';
   return {
     owner,
@@ -242,12 +265,8 @@ export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunSt
       return result.affectedRows === 1;
     },
     async stored(run) {
-      const counts: Record<string, number> = {};
-      for (const table of STORED_TABLES[run.kind]) {
-        const [[row]] = (await pool.query(`SELECT COUNT(*) AS n FROM ${table} WHERE run_id = ?`, [run.id])) as [{ n: number }[], unknown];
-        counts[table] = Number(row?.n ?? 0);
-      }
-      return counts;
+      const { value, at } = await countStored(`${run.kind}:${run.id}`);
+      return { counts: value, countedAt: new Date(at) };
     },
   };
 }

@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { backoff, periodic, sleep, type Periodic } from '../../shared/timing.ts';
+import { backoff, periodic, reuseCostly, sleep, type Periodic } from '../../shared/timing.ts';
 
 const quiet = pino({ level: 'silent' });
 
@@ -202,5 +202,55 @@ describe('periodic', () => {
     await until(() => calls >= 4, 'four passes');
     await loop.stop();
     assert.deepEqual(lines.map((l) => [l.level, l.msg]), [[40, 'looper failed'], [20, 'looper failed'], [20, 'looper failed'], [30, 'looper: recovered']]);
+  });
+});
+
+describe('reuseCostly: an answer lives nine times as long as it took', () => {
+  /** A clock moved by hand, and a `get` that takes `costMs` of it and counts its calls. */
+  function setup(costMs: number, opts: { maxKeys?: number } = {}) {
+    let t = 1_000;
+    const calls: string[] = [];
+    let fail = false;
+    const get = async (key: string) => {
+      calls.push(key);
+      t += costMs;
+      if (fail) throw new Error('down');
+      return `${key}@${calls.length}`;
+    };
+    const reused = reuseCostly(get, { factor: 9, now: () => t, ...opts });
+    return { reused, calls, advance: (ms: number) => (t += ms), failNext: (f: boolean) => (fail = f) };
+  }
+
+  test('reused until cost x 9 has passed since the answer; then asked again', async () => {
+    const s = setup(100);
+    assert.deepEqual(await s.reused('a'), { value: 'a@1', at: 1_000 });
+    s.advance(899);
+    assert.equal((await s.reused('a')).value, 'a@1', '899 ms after an answer that took 100 ms');
+    s.advance(1);
+    assert.equal((await s.reused('a')).value, 'a@2', '900 ms after');
+    assert.deepEqual(s.calls, ['a', 'a']);
+  });
+
+  test('keys apart; callers during a pending answer share it; a failure is not kept', async () => {
+    const s = setup(10);
+    const [x, y, z] = await Promise.all([s.reused('a'), s.reused('a'), s.reused('b')]);
+    assert.equal(x.value, 'a@1');
+    assert.equal(y, x);
+    assert.equal(z.value, 'b@2');
+    s.advance(1_000);
+    s.failNext(true);
+    await assert.rejects(s.reused('a'), /down/);
+    s.failNext(false);
+    assert.equal((await s.reused('a')).value, 'a@4', 'asked again after the failure');
+  });
+
+  test('at most maxKeys answers: the oldest goes first', async () => {
+    const s = setup(1_000, { maxKeys: 2 });
+    await s.reused('a');
+    await s.reused('b');
+    await s.reused('c');
+    assert.equal((await s.reused('c')).value, 'c@3');
+    assert.equal((await s.reused('b')).value, 'b@2');
+    assert.equal((await s.reused('a')).value, 'a@4', 'a was forgotten');
   });
 });

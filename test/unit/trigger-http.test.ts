@@ -176,6 +176,9 @@ describe('POST /v1/logs and GET /v1/runs', () => {
     assert.equal(res.json().lines, 3);
     const mine = sent.filter((m) => (m.headers as { runId: string }).runId === res.json().id);
     assert.deepEqual(mine.map((m) => m.content.toString('hex')), ['61', 'c328', '6c617374']);
+    const run = (await app.inject({ url: `/v1/runs/${res.json().id}`, headers: auth })).json();
+    assert.deepEqual(run.stored, { raw_logs: 0 });
+    assert.ok(Math.abs(Date.parse(run.storedAt) - Date.now()) < 60_000, `storedAt ${run.storedAt}: when the rows were counted`);
   });
   test('an upload with a bad source or a JSON body is 400', async () => {
     assert.equal((await app.inject({ method: 'POST', url: '/v1/logs?source=a%20b', payload: 'x', headers: { ...auth, 'content-type': 'text/plain' } })).statusCode, 400);

@@ -60,7 +60,7 @@ export function fakeRuns(stored: Record<string, number> = {}): RunStore & {
       return true;
     },
     async stored() {
-      return stored;
+      return { counts: stored, countedAt: new Date() };
     },
   };
 }
