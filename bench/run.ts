@@ -10,7 +10,8 @@
 //     against the defaults in the same round) and `big` (a ~2 GB generated log: time and peak RSS)
 // Uses its own database (TEST_MYSQL_URL, default sluice_test_bench) and TEST_AMQP_URL's vhost.
 // Other knobs: BENCH_INPUTS (apache_logs,apache_logs_x10,apache_logs_x50), BENCH_ROUNDS (2),
-// BENCH_VARIANTS, BENCH_BIG_LINES (7,400,000), BENCH_OUT (write the report to a file).
+// BENCH_VARIANTS, BENCH_BIG_LINES (7,400,000), BENCH_BIG_CLEANS (log-clean processes of `big`, 1),
+// BENCH_OUT (write the report to a file).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -289,14 +290,15 @@ if (only.has('variants')) {
 // batch framing when the server has it (line framing otherwise): time, and each process's peak RSS.
 if (only.has('big')) {
   const bigLines = Number(process.env.BENCH_BIG_LINES ?? 7_400_000);
+  const bigCleans = Number(process.env.BENCH_BIG_CLEANS ?? 1);
   const file = 'big_access.log';
   run(process.execPath, ['scripts/sample-log.ts', '--out', path.join(logDir, file), '--lines', String(bigLines), '--seed', '11']);
   const bytes = statSync(path.join(logDir, file)).size;
-  say(`## A generated log of ${(bytes / 1e9).toFixed(2)} GB (${bigLines.toLocaleString('en')} lines, scripts/sample-log.ts), file to every table\n`);
+  say(`## A generated log of ${(bytes / 1e9).toFixed(2)} GB (${bigLines.toLocaleString('en')} lines, scripts/sample-log.ts), file to every table, ${bigCleans} log-clean process${bigCleans > 1 ? 'es' : ''}\n`);
   say('| framing | time | lines/s | process | peak RSS (VmHWM) |\n|---|---|---|---|---|');
   for (const framing of ['batch', 'line'] as const) {
     let peaks: Record<string, number> = {};
-    const rate = await logReplay(file, bigLines, { framing, rss: (p) => (peaks = p), timeoutMs: 4 * 3600_000 });
+    const rate = await logReplay(file, bigLines, { framing, cleanProcesses: bigCleans, rss: (p) => (peaks = p), timeoutMs: 4 * 3600_000 });
     if (rate === null) {
       say(`| ${framing} | n/a | n/a | | |`);
       continue;
