@@ -61,9 +61,9 @@ const dayNames = new Map<number, string>();
  * MD5 of the values a log repeats (client addresses, user agents, paths, referrers), each hashed
  * once: a lookup costs a fraction of a hash. Bounded: past MEMO_MAX values it starts afresh.
  * A value longer than MEMO_VALUE_MAX_CHARS is hashed every time: long values are mostly distinct
- * (query strings), and 100,000 of them would hold hundreds of megabytes.
+ * (query strings), and 25,000 of 8 KiB would hold 200 MB.
  */
-const MEMO_MAX = 100_000;
+const MEMO_MAX = 25_000;
 export const MEMO_VALUE_MAX_CHARS = 256;
 const memo = new Map<string, Buffer>();
 export function md5Memo(s: string): Buffer {

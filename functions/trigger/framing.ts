@@ -32,8 +32,12 @@ export const framingFor = (settings: FramingSettings | undefined, chosen?: Frami
   return { framing: chosen ?? fallback, ...limits };
 };
 
-/** Limits of batch framing when none are configured (the trigger's config has the same defaults). */
-export const BATCH_LIMITS = { maxLines: 1_000, maxBytes: 256 * 1024, lingerMs: 50 } as const;
+/**
+ * Limits of batch framing when none are configured (the trigger's config has the same defaults).
+ * 64 KiB of body: the log consumers hold up to their prefetch (256 messages) of bodies, 16 MiB
+ * of these; 256 KiB messages made it 64 MiB and were no faster (docs/benchmarks.md).
+ */
+export const BATCH_LIMITS = { maxLines: 1_000, maxBytes: 64 * 1024, lingerMs: 50 } as const;
 export const LINE_FRAMING: FramingOptions = { framing: 'line', ...BATCH_LIMITS };
 
 /** What a log run records of its framing in its params: nothing for line framing (runs from before the option), `framing` otherwise. */
