@@ -22,11 +22,14 @@ mq_host=${BASH_REMATCH[1]} mq_port=${BASH_REMATCH[2]:-5672}
 
 # InnoDB's memory for the local MariaDB. Debian's defaults (a 128 MiB buffer pool, a 96 MiB redo
 # log) are sized for a laptop: the aggregates' tables are keyed on hashes (random inserts), and
-# once their indexes outgrow the pool every batch reads its pages back from disk. A 2 GB log
-# replays 2.2x faster with these (docs/benchmarks.md). Raised on a running local server too
-# (both are dynamic in MariaDB 10.11), never lowered.
+# once their indexes outgrow the pool every batch reads its pages back from disk. 1.5 million
+# generated lines replay 2.25x faster with these (docs/benchmarks.md). Raised on a running local
+# server too (both are dynamic in MariaDB 10.11), never lowered.
 db_buffer_pool=${MYSQL_BUFFER_POOL_BYTES:-2147483648}
 db_redo_log=${MYSQL_REDO_LOG_BYTES:-536870912}
+for v in "$db_buffer_pool" "$db_redo_log"; do
+  [[ $v =~ ^[0-9]+$ ]] || { echo "services: MYSQL_BUFFER_POOL_BYTES and MYSQL_REDO_LOG_BYTES are byte counts (got '$v')" >&2; exit 1; }
+done
 
 say() { echo "services: $*" >&2; }
 listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

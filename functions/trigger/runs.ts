@@ -165,6 +165,14 @@ function checkpointSet(checkpoint: Checkpoint): [string, unknown[]] {
   return [sql, values];
 }
 
+export interface StoredCounts {
+  counts: Record<string, number>;
+  countedAt: Date;
+}
+
+/** A count of a run's rows is reused this many times as long as it took: the database counts at most a tenth of the time. */
+export const STORED_REUSE_FACTOR = 9;
+
 /** This process's owner id for runs: host, pid and a random part (a restarted process is another owner). */
 export function ownerId(): string {
   return `${hostname().slice(0, 64)}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -177,14 +185,6 @@ export function ownerId(): string {
  * owner, epoch)". They also set updated_at = UTC_TIMESTAMP(3), which always changes, so even
  * with changed-rows semantics a matching row would count 1; 0 means fenced out or ended.
  */
-export interface StoredCounts {
-  counts: Record<string, number>;
-  countedAt: Date;
-}
-
-/** A count of a run's rows is reused this many times as long as it took: the database counts at most a tenth of the time. */
-export const STORED_REUSE_FACTOR = 9;
-
 export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunStore & { readonly owner: string } {
   const owner = opts.owner ?? ownerId();
   // Keyed `kind:id`: the tables to count are the kind's.
