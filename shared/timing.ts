@@ -148,10 +148,11 @@ export function periodic(fn: (signal: AbortSignal) => unknown, opts: PeriodicOpt
   };
 }
 
-export interface ReuseOptions {
-  /** An answer is reused for `factor` times as long as it took to get (at least `minMs`). */
+export interface ReuseOptions<A, K> {
+  /** An answer is reused for `factor` times as long as it took to get. */
   factor: number;
-  minMs?: number;
+  /** What answers are kept by: calls with the same key share an answer. */
+  keyOf: (arg: A) => K;
   /** Keys remembered at most (the oldest answer is forgotten first). */
   maxKeys?: number;
   now?: () => number;
@@ -163,27 +164,28 @@ export interface Reused<V> {
 }
 
 /**
- * `get(key)`, with each answer reused for `factor` times as long as it took: however many callers
+ * `get(arg)`, with each answer reused for `factor` times as long as it took: however many callers
  * poll, the work behind `get` takes at most 1 / (1 + factor) of the time. Callers that come while
  * an answer is on its way share it. A failure is not remembered.
  */
-export function reuseCostly<K, V>(get: (key: K) => Promise<V>, opts: ReuseOptions): (key: K) => Promise<Reused<V>> {
+export function reuseCostly<A, K, V>(get: (arg: A) => Promise<V>, opts: ReuseOptions<A, K>): (arg: A) => Promise<Reused<V>> {
   const now = opts.now ?? Date.now;
   const maxKeys = opts.maxKeys ?? 1_000;
   const known = new Map<K, { answer: Reused<V>; until: number }>();
   const pending = new Map<K, Promise<Reused<V>>>();
-  return (key) => {
+  return (arg) => {
+    const key = opts.keyOf(arg);
     const hit = known.get(key);
     if (hit && now() < hit.until) return Promise.resolve(hit.answer);
     const on = pending.get(key);
     if (on) return on;
     const at = now();
-    const p = get(key)
+    const p = get(arg)
       .then((value) => {
         const answer = { value, at };
         const took = now() - at;
         known.delete(key); // re-inserted last: the map's order is the answers' age
-        known.set(key, { answer, until: now() + Math.max(opts.minMs ?? 0, took * opts.factor) });
+        known.set(key, { answer, until: now() + took * opts.factor });
         if (known.size > maxKeys) known.delete(known.keys().next().value!);
         return answer;
       })

@@ -4,6 +4,7 @@
 // against the document, so a schema here that stops matching a route fails a test.
 import { z } from 'zod';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import { STORED_REUSE_FACTOR } from './runs.ts';
 
 /**
  * Route schemas here are zod, for the document: the handlers validate with them (their messages
@@ -81,7 +82,7 @@ export const RunWithStoredSchema = RunSchema.extend({
   stored: z.record(z.string(), z.number().int()).describe('Rows the consumers stored for the run, table by table'),
   storedAt: z
     .string()
-    .describe('When `stored` was counted. Counting reads every row of the run, so a count is reused for nine times as long as it took (a few ms for a small run, seconds for a log of gigabytes)'),
+    .describe(`When \`stored\` was counted. Counting reads every row of the run, so a count is reused for ${STORED_REUSE_FACTOR} times as long as it took (a few ms for a small run, seconds for a log of gigabytes)`),
   fileBytes: z
     .number()
     .int()

@@ -187,16 +187,14 @@ export function ownerId(): string {
  */
 export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunStore & { readonly owner: string } {
   const owner = opts.owner ?? ownerId();
-  // Keyed `kind:id`: the tables to count are the kind's.
-  const countStored = reuseCostly(async (key: string) => {
-    const [kind, id] = key.split(':') as [RunKind, string];
+  const countStored = reuseCostly(async (run: Pick<Run, 'id' | 'kind'>) => {
     const counts: Record<string, number> = {};
-    for (const table of STORED_TABLES[kind]) {
-      const [[row]] = (await pool.query(`SELECT COUNT(*) AS n FROM ${table} WHERE run_id = ?`, [id])) as [{ n: number }[], unknown];
+    for (const table of STORED_TABLES[run.kind]) {
+      const [[row]] = (await pool.query(`SELECT COUNT(*) AS n FROM ${table} WHERE run_id = ?`, [run.id])) as [{ n: number }[], unknown];
       counts[table] = Number(row?.n ?? 0);
     }
     return counts;
-  }, { factor: STORED_REUSE_FACTOR });
+  }, { factor: STORED_REUSE_FACTOR, keyOf: (run) => run.id });
   const select = 'SELECT id, kind, state, source, file, params, `lines`, published, checkpoint_item, checkpoint_offset, follow_checkpoint, error, owner, epoch, created_at, updated_at, finished_at FROM runs';
   return {
     owner,
@@ -265,7 +263,7 @@ export function createRunStore(pool: Pool, opts: { owner?: string } = {}): RunSt
       return result.affectedRows === 1;
     },
     async stored(run) {
-      const { value, at } = await countStored(`${run.kind}:${run.id}`);
+      const { value, at } = await countStored(run);
       return { counts: value, countedAt: new Date(at) };
     },
   };

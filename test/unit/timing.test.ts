@@ -217,7 +217,7 @@ describe('reuseCostly: an answer lives nine times as long as it took', () => {
       if (fail) throw new Error('down');
       return `${key}@${calls.length}`;
     };
-    const reused = reuseCostly(get, { factor: 9, now: () => t, ...opts });
+    const reused = reuseCostly(get, { factor: 9, keyOf: (key: string) => key, now: () => t, ...opts });
     return { reused, calls, advance: (ms: number) => (t += ms), failNext: (f: boolean) => (fail = f) };
   }
 
